@@ -1,0 +1,57 @@
+"""The gateway's Prometheus metrics: latency to first chunk, sessions, chunks, errors by code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from gateway.status import ProcessorStatus
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+FIRST_CHUNK_SECONDS = Histogram(
+    "avatar_first_chunk_seconds", "text_input received → first video chunk sent to the client",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0), registry=REGISTRY)
+CHUNK_MARGIN_SECONDS = Histogram(
+    "avatar_chunk_margin_seconds", "how long before its playback time a chunk reached the client "
+    "(negative: a stall)", buckets=(-1.0, -0.2, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0), registry=REGISTRY)
+ACTIVE_CONNECTIONS = Gauge("avatar_ws_connections", "open WebSocket connections", registry=REGISTRY)
+REQUESTS = Counter("avatar_requests_total", "text requests accepted", ["language"], registry=REGISTRY)
+CHUNKS = Counter("avatar_chunks_sent_total", "video chunks sent to clients", registry=REGISTRY)
+ERRORS = Counter("avatar_errors_total", "errors sent to clients, by code", ["code"], registry=REGISTRY)
+INTERRUPTS = Counter("avatar_interrupts_total", "requests interrupted by clients", registry=REGISTRY)
+DROPPED_SLOW = Counter("avatar_slow_clients_dropped_total", "clients dropped for reading too slowly",
+                       registry=REGISTRY)
+
+
+class ProcessorMetrics(Collector):
+    """The processors' own metrics, from their latest heartbeats, labelled with service and instance."""
+
+    def __init__(self) -> None:
+        self.source: ProcessorStatus | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.source is None:
+            return
+        families: dict[str, Metric] = {}
+        for status in self.source.all_live():
+            for family in status.metrics:
+                metric = families.setdefault(family.name, Metric(family.name, family.help, family.kind))
+                for sample in family.samples:
+                    labels = {**sample.labels, "service": status.service, "instance": status.instance}
+                    metric.add_sample(sample.name, labels, sample.value)
+        yield from families.values()
+        cache = Metric("avatar_cache_hit_ratio", "lip-sync avatar cache hits / lookups", "gauge")
+        for status in self.source.live("lipsync"):
+            if status.avatar_cache is not None:
+                lookups = status.avatar_cache.hits + status.avatar_cache.misses
+                ratio = status.avatar_cache.hits / lookups if lookups else 0.0
+                cache.add_sample("avatar_cache_hit_ratio", {"instance": status.instance}, ratio)
+        yield cache
+
+
+PROCESSOR_METRICS = ProcessorMetrics()
+REGISTRY.register(PROCESSOR_METRICS)

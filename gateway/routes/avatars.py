@@ -1,0 +1,232 @@
+"""Avatar HTTP API: register (streamed upload, sync or polled job), list, info, preview, delete, cache status,
+and the registration page."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from gateway.auth import Principal
+from gateway.deps import principal, services
+from gateway.registration import (
+    SHARED_USER,
+    Registrar,
+    RegistrationRefused,
+    avatar_info,
+    name_taken,
+    validate_request,
+)
+from gateway.routes.audit import audit_actor
+from gateway.services import Services
+from gateway.upload import UploadError, read_upload
+from infra.audit import AVATAR_DELETED, AuditEntry
+from infra.avatar_store import AvatarNotFound, AvatarRecord
+from processors.registration import RegistrationError, sniff_media_kind
+from processors.registration.media import SNIFF_BYTES
+from schemas.avatar import FaceFrame
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+PAGE_FILES = {"registration.js": "text/javascript", "registration.css": "text/css"}
+_TEXT_FIELDS = frozenset({"avatar_name", "user_id", "description"})
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the face backend with the gateway (a bad model pack stops start-up), after Services started."""
+    running: Services = app.state.services
+    registrar = await asyncio.to_thread(Registrar.start, running.settings, running.store, running.admin)
+    app.state.registrar = registrar
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(registrar.stop)
+
+
+router = APIRouter(tags=["avatars"], lifespan=lifespan)
+Caller = Annotated[Principal, Depends(principal)]
+Running = Annotated[Services, Depends(services)]
+
+
+def registrar(request: Request) -> Registrar:
+    found: Registrar = request.app.state.registrar
+    return found
+
+
+Registry = Annotated[Registrar, Depends(registrar)]
+
+
+def error(status: int, code: str, message: str) -> HTTPException:
+    return HTTPException(status, detail={"code": code, "message": message})
+
+
+def not_found(avatar_id: str) -> HTTPException:
+    return error(404, "avatar_not_found", f"No avatar with id '{avatar_id}'.")
+
+
+def refusal_response(refused: RegistrationRefused) -> JSONResponse:
+    return JSONResponse(refused.body, status_code=refused.status)
+
+
+def _sniff_or_refuse(head: bytes) -> None:
+    sniff_media_kind(head)  # raises RegistrationError(unsupported_media_type / empty_file)
+
+
+@router.post("/avatar/register", status_code=201, summary="Register an avatar from a photo, GIF or video",
+             responses={202: {"description": "with ?async=true: the job to poll"}})
+async def register(request: Request, who: Caller, running: Running, registry: Registry,
+                   respond_async: Annotated[bool, Query(alias="async")] = False) -> JSONResponse:
+    """Multipart fields ``file``, ``avatar_name``, ``user_id``, optional ``description``.
+
+    The upload is read in chunks and refused as soon as it breaks a limit. Answers 201 with the avatar
+    and its quality report, or (``?async=true``) 202 with a job to poll at ``/avatar/register/jobs/{id}``.
+    """
+    try:
+        upload = await read_upload(request, max_file_bytes=running.settings.max_upload_bytes,
+                                   text_fields=_TEXT_FIELDS, on_file_head=_sniff_or_refuse, head_bytes=SNIFF_BYTES)
+        if not upload.has_file:
+            raise RegistrationRefused(400, "missing_field", "The form field 'file' (the photo or video) is required.")
+        form = validate_request(upload.fields, bytes(upload.file), upload.filename)
+        _check_may_register(who, form.user_id)
+        if await asyncio.to_thread(running.store.name_taken, form.user_id, form.name):
+            raise name_taken(form.user_id, form.name)
+        if not form.data:
+            raise RegistrationError("empty_file", "The uploaded file is empty (0 bytes).")
+        job = registry.submit(form, who.user_id, audit_actor(who, request))
+    except UploadError as refused:
+        return JSONResponse({"code": refused.code, "message": refused.message}, status_code=refused.status)
+    except RegistrationError as refused:
+        return JSONResponse({"code": refused.code, "message": refused.message}, status_code=refused.http_status)
+    except RegistrationRefused as refused:
+        return refusal_response(refused)
+    if respond_async:
+        body = {**job.snapshot(), "status_url": f"/avatar/register/jobs/{job.job_id}"}
+        return JSONResponse(body, status_code=202)
+    await asyncio.wrap_future(registry.future(job))
+    snapshot = job.snapshot()
+    return JSONResponse(snapshot["result"] or snapshot["error"], status_code=snapshot["http_status"] or 500)
+
+
+def _check_may_register(who: Principal, user_id: str) -> None:
+    if who.is_admin:
+        return
+    if user_id != who.user_id:
+        raise RegistrationRefused(403, "forbidden", "A user token registers avatars for its own user_id only.")
+
+
+@router.get("/avatar/register/jobs/{job_id}", summary="Progress of a registration started with ?async=true")
+async def registration_job(job_id: str, who: Caller, registry: Registry) -> dict[str, Any]:
+    job = registry.job(job_id)
+    if job is None or not (who.is_admin or job.owner == who.user_id):
+        raise error(404, "job_not_found", f"No registration job '{job_id[:64]}' (finished jobs are kept 15 minutes).")
+    return job.snapshot()
+
+
+@router.get("/avatar/list", summary="Avatars the caller may use, optionally of one user")
+async def list_avatars(who: Caller, running: Running,
+                       user_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+    if who.is_admin:
+        owners = None if user_id is None else [user_id]
+    else:
+        visible = {who.user_id or "", SHARED_USER}
+        if user_id is not None and user_id not in visible:
+            raise error(403, "forbidden", "A user token lists only its own and the shared 'system' avatars.")
+        owners = sorted(visible if user_id is None else {user_id})
+    records = await asyncio.to_thread(running.store.list, owners)
+    return {"avatars": [avatar_info(record) for record in records], "count": len(records)}
+
+
+@router.get("/avatar/cache/status", summary="The lip-sync workers' avatar caches: hit rate, entries, bytes")
+async def cache_status(_who: Caller, running: Running) -> dict[str, Any]:
+    workers = [s for s in running.status.live("lipsync") if s.avatar_cache is not None]
+    instances = [{"instance": s.instance, **s.avatar_cache.model_dump()} for s in workers if s.avatar_cache]
+    hits = sum(i["hits"] for i in instances)
+    misses = sum(i["misses"] for i in instances)
+    return {
+        "workers": len(instances),
+        "entries": sum(i["entries"] for i in instances),
+        "bytes": sum(i["bytes"] for i in instances),
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+        "invalidations": sum(i["invalidations"] for i in instances),
+        "instances": instances,
+    }
+
+
+async def _visible_record(avatar_id: str, who: Principal, running: Services) -> AvatarRecord:
+    try:
+        record = await asyncio.to_thread(running.store.record, avatar_id)
+    except AvatarNotFound:
+        raise not_found(avatar_id) from None
+    if not who.may_use(record.user_id):
+        raise not_found(avatar_id)  # another user's avatar: its existence is not revealed
+    return record
+
+
+@router.get("/avatar/{avatar_id}/info", summary="One avatar with its quality report")
+async def avatar_details(avatar_id: str, who: Caller, running: Running) -> dict[str, Any]:
+    return avatar_info(await _visible_record(avatar_id, who, running))
+
+
+@router.get("/avatar/{avatar_id}/preview.jpg", summary="The first frame with the detected face box and landmarks",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+async def avatar_preview(avatar_id: str, who: Caller, running: Running) -> Response:
+    await _visible_record(avatar_id, who, running)
+    try:
+        frame = await asyncio.to_thread(running.store.first_frame, avatar_id)
+    except AvatarNotFound:
+        raise not_found(avatar_id) from None
+    jpeg = await asyncio.to_thread(preview_jpeg, frame)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def preview_jpeg(frame: FaceFrame) -> bytes:
+    """The frame with its box (green) and 68 landmarks (yellow; the mouth red), line widths scaled to the face."""
+    bgr = cv2.cvtColor(np.asarray(frame.image), cv2.COLOR_RGB2BGR)
+    x0, y0, x1, y1 = frame.box
+    width = max(1, round(max(x1 - x0, y1 - y0) / 80))
+    cv2.rectangle(bgr, (x0, y0), (x1 - 1, y1 - 1), (60, 200, 60), width, cv2.LINE_AA)
+    for index, (x, y) in enumerate(frame.landmarks):
+        colour = (40, 40, 230) if index >= 48 else (40, 220, 240)
+        cv2.circle(bgr, (round(float(x)), round(float(y))), width + 1, colour, -1, cv2.LINE_AA)
+    ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    if not ok:
+        raise RuntimeError("preview encoding failed")
+    return bytes(jpeg.tobytes())
+
+
+@router.delete("/avatar/{avatar_id}", summary="Delete an avatar and its cached face data everywhere")
+async def delete_avatar(avatar_id: str, who: Caller, running: Running, registry: Registry,
+                        request: Request) -> dict[str, Any]:
+    record = await _visible_record(avatar_id, who, running)
+    if not who.may_manage(record.user_id):
+        raise error(403, "forbidden", "The shared 'system' avatars are deleted with the admin token only.")
+    audit = AuditEntry(AVATAR_DELETED, audit_actor(who, request), avatar_id=avatar_id,
+                       subject_user_id=record.user_id, details={"name": record.name})
+    try:
+        await asyncio.to_thread(running.store.delete, avatar_id, audit)
+    except AvatarNotFound:
+        raise not_found(avatar_id) from None
+    notified = await asyncio.to_thread(registry.announce_invalidated, avatar_id, "deleted")
+    return {"avatar_id": avatar_id, "deleted": True, "caches_notified": notified}
+
+
+@router.get("/avatar-registration", include_in_schema=False)
+async def registration_page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "registration.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/avatar-registration/{asset}", include_in_schema=False)
+async def registration_asset(asset: str) -> FileResponse:
+    media_type = PAGE_FILES.get(asset)
+    if media_type is None:  # a fixed list: the path parameter never reaches the file system
+        raise error(404, "not_found", "No such file.")
+    return FileResponse(STATIC_DIR / asset, media_type=f"{media_type}; charset=utf-8")

@@ -1,0 +1,191 @@
+"""``POST /avatar/process``: text in, the finished MP4 out, through Kafka as a transient session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from consumers.session_stream import Record
+from gateway.auth import Principal
+from gateway.deps import principal, services
+from gateway.services import Services
+from producers.client import ProduceError, RequestAssembler, StreamItem, decode_session_record
+from schemas.common import AvatarId, Language, new_id
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["processing"])
+TOPIC_RELEASE_WAIT_S = 5.0  # longest wait for the consumer to unassign the topic (it takes ~20 ms)
+TOPIC_DELETE_DELAY_S = 2.0  # then librdkafka still needs a moment before the topic may vanish (measured)
+_topic_deletions: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to its tasks
+
+# Pipeline error codes (README's protocol table) and the HTTP status each becomes here.
+PIPELINE_STATUS = {"unknown_avatar": 404, "nothing_to_say": 422, "text_too_long": 422, "empty_text": 422,
+                   "unsupported_language": 422}
+
+
+class ProcessRequest(BaseModel):
+    """What to say, with which avatar."""
+
+    text: str = Field(min_length=1, description="what the avatar says (Persian or English); at most MAX_TEXT_CHARS",
+                      examples=["سلام، حال شما چطور است؟"])
+    avatar_id: AvatarId = Field(description="a registered avatar (GET /avatar/list)", examples=["sample"])
+    language: Language | None = Field(default=None, description="'fa' or 'en'; absent: detected from the text")
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a stable machine-readable code and a sentence for people."""
+
+    code: str = Field(examples=["unknown_avatar"])
+    message: str = Field(examples=["no registered avatar with id 'ghost'"])
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "the whole lip-synced video: fragmented MP4 (H.264 + AAC). Headers: X-Request-Id, "
+                         "X-Session-Id (the transient session, deleted afterwards), X-First-Chunk-Ms (text accepted → "
+                         "first chunk), X-Video-Duration-Ms."},
+    401: _error("a bearer token is required outside dev mode, or the token is invalid (`unauthorized`)"),
+    404: _error("the avatar does not exist or is not yours (`unknown_avatar`)"),
+    422: _error("bad input: `invalid_request` (malformed body, unsupported language), `empty_text`, "
+                     "`text_too_long`, `nothing_to_say` (the text holds nothing speakable)"),
+    429: _error("REST_MAX_CONCURRENT renders are already running (`busy`); retry shortly"),
+    502: _error("the pipeline failed the request (`tts_failed` or another pipeline code)"),
+    503: _error("the broker did not take the request (`unavailable`)"),
+    504: _error("the video was not finished within REST_PROCESS_TIMEOUT_S (`timeout`)"),
+}
+
+
+def problem(status: int, code: str, message: str) -> HTTPException:
+    return HTTPException(status, detail={"code": code, "message": message})
+
+
+def validated_text(body: ProcessRequest, max_chars: int) -> str:
+    text = body.text.strip()
+    if not text:
+        raise problem(422, "empty_text", "text is empty")
+    if len(text) > max_chars:
+        raise problem(422, "text_too_long", f"text has {len(text)} characters; the limit is {max_chars}")
+    return text
+
+
+class RenderSlots:
+    """Bounds the REST renders running at once (each holds a whole MP4 in memory); lives on app.state."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    @classmethod
+    def of(cls, request: Request, limit: int) -> RenderSlots:
+        slots: RenderSlots | None = getattr(request.app.state, "render_slots", None)
+        if slots is None:
+            slots = request.app.state.render_slots = cls(limit)
+        return slots
+
+    def take(self) -> None:
+        # Only the event loop's thread touches the counter, and nothing awaits between test and increment.
+        if self.running >= self.limit:
+            raise problem(429, "busy", f"{self.limit} videos are being rendered already; retry shortly")
+        self.running += 1
+
+    def give_back(self) -> None:
+        self.running -= 1
+
+
+class TransientRender:
+    """One request's chunks, gathered from its own session topic through the gateway's shared consumer."""
+
+    def __init__(self, running: Services, request_id: str) -> None:
+        self.running = running
+        self.session_id = f"rest-{new_id()}"
+        self.topic = running.settings.session_topic(self.session_id)
+        self.assembler = RequestAssembler(request_id)
+        self.first_chunk_at: float | None = None
+        self.finished = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    def on_record(self, record: Record) -> None:
+        """On the consumer's thread: decode here, gather on the event loop."""
+        item = decode_session_record(record.value, record.offset)
+        if item is not None:
+            self.loop.call_soon_threadsafe(self._gather, item)
+
+    def _gather(self, item: StreamItem) -> None:
+        if self.first_chunk_at is None and item.request_id == self.assembler.request_id:
+            self.first_chunk_at = time.perf_counter()
+        self.assembler.add(item)
+        if self.assembler.finished:
+            self.finished.set()
+
+    def end(self) -> None:
+        """Stop listening now; drop the topic (nobody reads this session again) once that took effect."""
+        self.released = self.running.stream.forget(self.topic)
+        task = self.loop.create_task(self._delete_topic_later())
+        _topic_deletions.add(task)
+        task.add_done_callback(_topic_deletions.discard)
+
+    async def _delete_topic_later(self) -> None:
+        # librdkafka crashes the whole process (SIGSEGV, measured against the embedded broker) when a topic it
+        # is still assigned is deleted: delete only once the consumer has let it go (else leave it to expire).
+        if await asyncio.to_thread(self.released.wait, TOPIC_RELEASE_WAIT_S):
+            await asyncio.sleep(TOPIC_DELETE_DELAY_S)
+            await asyncio.to_thread(self.running.admin.delete, [self.topic])
+
+
+@router.post("/avatar/process", summary="Render text to a finished MP4 (through Kafka, as a transient session)",
+             response_class=Response, responses=RESPONSES,
+             description="Sends the text through the same pipeline as the WebSocket and returns the concatenated "
+                         "fragmented-MP4 chunks once the last one arrived. For live playback use `/ws/stream`.")
+async def process(body: ProcessRequest, request: Request,
+                  running: Annotated[Services, Depends(services)],
+                  who: Annotated[Principal, Depends(principal)]) -> Response:
+    settings = running.settings
+    text = validated_text(body, settings.max_text_chars)
+    owner = await asyncio.to_thread(running.store.owner, body.avatar_id)
+    if owner is None or not who.may_use(owner):  # another user's avatar looks like no avatar
+        raise problem(404, "unknown_avatar", f"no registered avatar with id '{body.avatar_id}'")
+    slots = RenderSlots.of(request, settings.rest_max_concurrent)
+    slots.take()
+    request_id = new_id()
+    render = TransientRender(running, request_id)
+    try:
+        return await render_to_mp4(render, text, body, settings.rest_process_timeout_s)
+    finally:
+        slots.give_back()
+        render.end()
+
+
+async def render_to_mp4(render: TransientRender, text: str, body: ProcessRequest, timeout_s: float) -> Response:
+    running, request_id = render.running, render.assembler.request_id
+    await asyncio.to_thread(running.admin.ensure_session_topic, render.session_id)
+    running.stream.listen(render.topic, render.on_record)
+    sent_at = time.perf_counter()
+    try:
+        await asyncio.to_thread(running.producer.send_text, session_id=render.session_id, avatar_id=body.avatar_id,
+                                text=text, language=body.language, request_id=request_id)
+    except ProduceError as error:
+        raise problem(503, "unavailable", f"the request could not be queued: {error}") from None
+    try:
+        await asyncio.wait_for(render.finished.wait(), timeout_s)
+    except TimeoutError:
+        await asyncio.to_thread(running.producer.interrupt, render.session_id, [request_id])  # stop the work
+        raise problem(504, "timeout", f"the video was not finished within {timeout_s:g} s "
+                                      f"({len(render.assembler.chunks)} chunks so far)") from None
+    failure = render.assembler.error
+    if failure is not None:
+        raise problem(PIPELINE_STATUS.get(failure.code, 502), failure.code, failure.message)
+    first_ms = ((render.first_chunk_at or sent_at) - sent_at) * 1000
+    return Response(render.assembler.mp4(), media_type="video/mp4", headers={
+        "X-Request-Id": request_id, "X-Session-Id": render.session_id, "X-First-Chunk-Ms": f"{first_ms:.0f}",
+        "X-Video-Duration-Ms": str(render.assembler.duration_ms),
+        "Content-Disposition": f'inline; filename="avatar-{request_id}.mp4"'})

@@ -1,0 +1,665 @@
+// The web player: /ws/stream chunks → one MSE SourceBuffer on one timeline, subtitles, interrupt, latency.
+"use strict";
+
+const TEXT = {
+  en: {
+    title: "Talking avatar", connecting: "connecting…", open: "connected", closed: "reconnecting…",
+    idle: "idle", speaking: "speaking", avatar: "Avatar", textLabel: "What should it say?",
+    detect: "Detect language", send: "Speak", interrupt: "Stop",
+    hint: "Ctrl+Enter speaks. Requests queue up and play one after another.",
+    placeholder: "Type something and press Speak: the avatar appears with its first word.",
+    firstChunk: "First chunk", playStart: "Playback start", margin: "Buffer margin", late: "Late chunks",
+    chunks: "Chunks", frames: "Frames shown", rtt: "Round trip", token: "Access token",
+    tokenHint: "Only needed when the service is not in dev mode.", switchTo: "English",
+    queued: "queued", playing: "playing", done: "done", interrupted: "interrupted", failed: "failed",
+    sending: "sending…", noText: "Type something first.", unsupported: "This browser cannot play",
+    avatarsFallback: "avatar list unavailable; using the sample avatar",
+  },
+  fa: {
+    title: "آواتار سخنگو", connecting: "در حال اتصال…", open: "متصل", closed: "اتصال دوباره…",
+    idle: "آماده", speaking: "در حال صحبت", avatar: "آواتار", textLabel: "چه بگوید؟",
+    detect: "تشخیص خودکار زبان", send: "بگو", interrupt: "توقف",
+    hint: "Ctrl+Enter متن را می‌فرستد. درخواست‌ها پشت سر هم پخش می‌شوند.",
+    placeholder: "چیزی بنویسید و «بگو» را بزنید: آواتار با اولین کلمه ظاهر می‌شود.",
+    firstChunk: "اولین قطعه", playStart: "شروع پخش", margin: "حاشیهٔ بافر", late: "قطعه‌های دیررس",
+    chunks: "قطعه‌ها", frames: "فریم‌های نمایش‌داده", rtt: "رفت و برگشت", token: "توکن دسترسی",
+    tokenHint: "فقط وقتی سرویس در حالت توسعه نیست لازم است.", switchTo: "فارسی",
+    queued: "در صف", playing: "در حال پخش", done: "پایان", interrupted: "متوقف شد", failed: "خطا",
+    sending: "در حال ارسال…", noText: "اول چیزی بنویسید.", unsupported: "این مرورگر نمی‌تواند پخش کند",
+    avatarsFallback: "فهرست آواتارها در دسترس نیست؛ آواتار نمونه استفاده می‌شود",
+  },
+};
+
+// Errors that answer a text_input rather than a request already accepted (README's protocol table).
+const TEXT_INPUT_ERRORS = new Set(["empty_text", "text_too_long", "unsupported_language", "no_avatar_selected",
+  "unavailable", "invalid_message"]);
+const PING_EVERY_MS = 10000;
+const IDLE_WITHIN_S = 0.08;  // a playhead this close to the end of the buffered media has nothing left to play
+const KEEP_BEHIND_S = 30;  // played media kept in the SourceBuffer; older is evicted to stay under quota
+
+const $ = (id) => document.getElementById(id);
+
+function base64ToBytes(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+function lastBufferedEnd(sourceBuffer) {
+  const ranges = sourceBuffer.buffered;
+  return ranges.length ? ranges.end(ranges.length - 1) : 0;
+}
+
+/** One MediaSource + one SourceBuffer ('segments' mode); requests are placed end to end on its timeline. */
+class MediaTimeline {
+  constructor(video, onError) {
+    this.video = video;
+    this.onError = onError;
+    this.url = null;
+    this.reset();
+  }
+
+  reset() {
+    this.generation = (this.generation || 0) + 1;  // operations of the old timeline must not touch the new
+    this.ops = [];
+    this.busy = false;
+    this.sourceBuffer = null;
+    this.mime = null;
+    this.mediaSource = new MediaSource();
+    this.opened = new Promise((resolve) => this.mediaSource.addEventListener("sourceopen", resolve, { once: true }));
+    if (this.url) URL.revokeObjectURL(this.url);
+    this.url = URL.createObjectURL(this.mediaSource);
+    this.video.src = this.url;
+  }
+
+  /** Start a request: its init segment goes where everything queued so far ends, gapless. */
+  startRequest(request, mime) {
+    this.enqueue(async () => {
+      const buffer = await this.bufferFor(mime);
+      await this.evictPlayed(buffer);
+      const end = lastBufferedEnd(buffer);
+      request.base = buffer.buffered.length ? end : this.video.currentTime;
+      buffer.timestampOffset = request.base;
+      // From idle, jump to where this request begins. The idle playhead halts where the shorter track ran out:
+      // a few ms before or past the buffered end, and continuing from there across the tiny gap in one
+      // track can leave Chromium waiting for ever (measured). While a request still plays, no jump: gapless.
+      if (buffer.buffered.length && this.video.currentTime >= end - IDLE_WITHIN_S) {
+        this.video.currentTime = request.base;
+      }
+    });
+  }
+
+  /** Append one chunk's bytes; ``onPlaced`` runs once the chunk is on the timeline (for margins, cues). */
+  append(bytes, onPlaced) {
+    this.enqueue(async () => {
+      onPlaced();
+      await this.update((buffer) => buffer.appendBuffer(bytes));
+    });
+  }
+
+  /** Barge-in: drop whatever is queued or buffered ahead of the current frame; the frame stays on screen. */
+  clearAhead() {
+    this.ops = [];
+    const buffer = this.sourceBuffer;
+    if (buffer && buffer.updating) buffer.abort();
+    this.enqueue(async () => {
+      if (!this.sourceBuffer) return;
+      const from = this.video.currentTime;
+      const to = lastBufferedEnd(this.sourceBuffer);  // the duration is +Infinity: fragments carry no total
+      if (to > from + 0.001) await this.update((b) => b.remove(from, to));
+      // Seeking to where we are flushes the decoders, so the audio already decoded ahead stops too.
+      this.video.currentTime = Math.min(this.video.currentTime, lastBufferedEnd(this.sourceBuffer));
+    });
+  }
+
+  enqueue(op) {
+    this.ops.push(op);
+    this.pump();
+  }
+
+  async pump() {
+    if (this.busy) return;
+    const op = this.ops.shift();
+    if (!op) return;
+    const generation = this.generation;
+    this.busy = true;
+    try {
+      await this.opened;
+      await op();
+    } catch (error) {
+      if (generation === this.generation) this.onError(error);
+    }
+    if (generation !== this.generation) return;  // reset meanwhile: the new timeline pumps its own queue
+    this.busy = false;
+    this.pump();
+  }
+
+  async bufferFor(mime) {
+    if (!MediaSource.isTypeSupported(mime)) throw new Error(`${TEXT.en.unsupported} ${mime}`);
+    if (!this.sourceBuffer) {
+      this.sourceBuffer = this.mediaSource.addSourceBuffer(mime);
+      this.sourceBuffer.mode = "segments";
+    } else if (mime !== this.mime && this.sourceBuffer.changeType) {
+      this.sourceBuffer.changeType(mime);  // another avatar may bring another H.264 profile or size
+    }
+    this.mime = mime;
+    return this.sourceBuffer;
+  }
+
+  async evictPlayed(buffer) {
+    const ranges = buffer.buffered;
+    const keepFrom = this.video.currentTime - KEEP_BEHIND_S;
+    if (ranges.length && keepFrom - ranges.start(0) > KEEP_BEHIND_S) {
+      await this.update((b) => b.remove(0, keepFrom));
+    }
+  }
+
+  update(action) {
+    const buffer = this.sourceBuffer;
+    return new Promise((resolve, reject) => {
+      const done = () => { buffer.removeEventListener("error", failed); resolve(); };
+      const failed = () => { buffer.removeEventListener("updateend", done); reject(new Error("SourceBuffer error")); };
+      buffer.addEventListener("updateend", done, { once: true });
+      buffer.addEventListener("error", failed, { once: true });
+      try {
+        action(buffer);
+      } catch (error) {
+        buffer.removeEventListener("updateend", done);
+        buffer.removeEventListener("error", failed);
+        reject(error);
+      }
+    });
+  }
+}
+
+/** The WebSocket: select or resume a session, keep it alive with pings, reconnect after a drop. */
+class Connection {
+  constructor(handlers) {
+    this.handlers = handlers;
+    this.socket = null;
+    this.sessionId = null;
+    this.cursor = null;
+    this.avatarId = null;
+    this.retryMs = 500;
+    this.pingTimer = null;
+    this.pingSentAt = 0;
+  }
+
+  url(token) {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = token ? `?token=${encodeURIComponent(token)}` : "";
+    return `${scheme}//${location.host}/ws/stream${query}`;
+  }
+
+  open(token) {
+    this.token = token;
+    const socket = new WebSocket(this.url(token));
+    this.socket = socket;
+    this.handlers.state("connecting");
+    socket.addEventListener("open", () => {
+      this.retryMs = 500;
+      this.handlers.state("open");
+      if (this.sessionId) {
+        this.send({ type: "resume", session_id: this.sessionId, cursor: this.cursor ?? -1 });
+      } else if (this.avatarId) {
+        this.send({ type: "avatar_selection", avatar_id: this.avatarId });
+      }
+      this.ping();
+      this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
+    });
+    socket.addEventListener("message", (event) => this.receive(JSON.parse(event.data)));
+    socket.addEventListener("close", () => {
+      clearInterval(this.pingTimer);
+      if (this.socket !== socket) return;  // replaced on purpose
+      this.handlers.state("closed");
+      setTimeout(() => this.open(this.token), this.retryMs);
+      this.retryMs = Math.min(this.retryMs * 2, 8000);
+    });
+  }
+
+  reopen(token) {
+    const old = this.socket;
+    this.socket = null;
+    if (old) old.close();
+    this.open(token);
+  }
+
+  receive(message) {
+    if (message.cursor !== undefined && message.cursor !== null) this.cursor = message.cursor;
+    if (message.type === "session_ready") this.sessionId = message.session_id;
+    if (message.type === "pong") this.handlers.rtt(performance.now() - this.pingSentAt);
+    if (message.type === "error" && ["unknown_session", "session_ended"].includes(message.code)) {
+      this.sessionId = null;  // the old session is gone: start a fresh one
+      this.cursor = null;
+      this.select(this.avatarId);
+      return;
+    }
+    this.handlers.message(message);
+  }
+
+  select(avatarId) {
+    this.avatarId = avatarId;
+    if (avatarId) this.send({ type: "avatar_selection", avatar_id: avatarId });
+  }
+
+  ping() {
+    this.pingSentAt = performance.now();
+    this.send({ type: "ping" });
+  }
+
+  send(message) {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
+    this.socket.send(JSON.stringify(message));
+    return true;
+  }
+}
+
+/** The page: requests and their history entries, the timeline, subtitles and the latency figures. */
+class AvatarPlayer {
+  constructor() {
+    this.video = $("video");
+    this.lang = new URLSearchParams(location.search).get("ui")
+      || localStorage.getItem("player.ui") || (navigator.language.startsWith("fa") ? "fa" : "en");
+    this.requests = new Map();   // request id → request
+    this.awaitingAccept = [];     // sent text_inputs, in order, not yet accepted
+    this.interrupted = new Set();
+    this.cues = [];               // {start, end, text, request}
+    this.posters = new Map();     // avatar id → data URL of its first frame, shown while idle
+    this.stats = { firstChunkMs: null, playStartMs: null, marginS: null, late: 0, chunks: 0, rttMs: null };
+    this.subtitlesShown = [];     // every subtitle put on screen, with the media time it appeared at
+    this.confirmedInterrupts = [];  // the server's `interrupted` replies
+    this.lastTime = 0;
+    this.lastAdvanceAt = 0;       // when currentTime last moved: tells a halted video from a playing one
+    this.errors = [];
+    this.timeline = new MediaTimeline(this.video, (error) => this.fail(String(error.message || error)));
+    this.connection = new Connection({
+      state: (state) => {
+        this.showConnection(state);
+        if (state === "closed") this.dropUnaccepted();
+      },
+      message: (message) => this.onMessage(message),
+      rtt: (ms) => { this.stats.rttMs = ms; this.render(); },
+    });
+  }
+
+  async start() {
+    this.applyLanguage();
+    $("ui-language").addEventListener("click", () => {
+      this.lang = this.lang === "fa" ? "en" : "fa";
+      localStorage.setItem("player.ui", this.lang);
+      this.applyLanguage();
+    });
+    $("send").addEventListener("click", () => this.say());
+    $("interrupt").addEventListener("click", () => this.interrupt());
+    $("text").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) this.say();
+    });
+    $("avatar").addEventListener("change", () => this.selectAvatar($("avatar").value));
+    const token = new URLSearchParams(location.search).get("token") || localStorage.getItem("player.token") || "";
+    $("token").value = token;
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();  // Enter in the token box applies it (the change event), never reloads the page
+      $("token").dispatchEvent(new Event("change"));
+    });
+    $("token").addEventListener("change", () => {
+      localStorage.setItem("player.token", $("token").value);
+      this.connection.sessionId = null;
+      this.connection.reopen($("token").value);
+      this.loadAvatars();
+    });
+    this.video.addEventListener("loadeddata", () => this.capturePoster());
+    await this.loadAvatars();
+    this.connection.open(token);
+    requestAnimationFrame(() => this.tick());
+  }
+
+  t(key) { return TEXT[this.lang][key] ?? TEXT.en[key] ?? key; }
+
+  applyLanguage() {
+    document.documentElement.lang = this.lang;
+    document.documentElement.dir = this.lang === "fa" ? "rtl" : "ltr";
+    for (const element of document.querySelectorAll("[data-i18n]")) {
+      if (element.id === "connection" || element.id === "activity") continue;
+      element.textContent = this.t(element.dataset.i18n);
+    }
+    $("ui-language").textContent = this.lang === "fa" ? TEXT.en.switchTo : TEXT.fa.switchTo;
+    $("ui-language").lang = this.lang === "fa" ? "en" : "fa";
+    this.showConnection($("connection").dataset.state);
+    this.showActivity();
+    for (const request of this.requests.values()) this.renderRequest(request);
+    this.render();
+  }
+
+  async loadAvatars() {
+    const wanted = new URLSearchParams(location.search).get("avatar");
+    let avatars = [];
+    try {
+      const token = $("token").value;
+      const response = await fetch("/avatar/list", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const body = await response.json();
+      const list = Array.isArray(body) ? body : (body.avatars || body.items || []);
+      avatars = list.map((a) => ({ id: a.avatar_id || a.id, name: a.name || a.avatar_id || a.id }))
+        .filter((a) => a.id);
+    } catch (error) {
+      this.status(this.t("avatarsFallback"));
+    }
+    if (!avatars.length) avatars = [{ id: "sample", name: "sample" }];
+    const select = $("avatar");
+    const names = avatars.map((a) => a.name);
+    select.replaceChildren(...avatars.map((a) => {
+      // The name alone reads best; the id is added only where two avatars share a name.
+      const unique = names.indexOf(a.name) === names.lastIndexOf(a.name);
+      const option = new Option(unique ? a.name : `${a.name} (${a.id})`, a.id);
+      option.title = a.id;
+      return option;
+    }));
+    const ids = avatars.map((a) => a.id);
+    select.value = ids.includes(wanted) ? wanted : ids.includes("sample") ? "sample" : ids[0];
+    this.connection.avatarId = select.value;
+    this.connection.select(select.value);
+  }
+
+  selectAvatar(avatarId) {
+    // A new avatar may differ in size and codec profile: give it a fresh timeline, its own still as poster.
+    this.interrupt();
+    this.timeline.reset();
+    this.cues = [];
+    this.video.poster = this.posters.get(avatarId) || "";
+    $("placeholder").hidden = this.posters.has(avatarId);
+    this.connection.select(avatarId);
+  }
+
+  say() {
+    const text = $("text").value.trim();
+    if (!text) {
+      this.status(this.t("noText"), true);
+      return;
+    }
+    const language = $("language").value;
+    const message = { type: "text_input", text };
+    if (language) message.language = language;
+    this.video.play().catch(() => {});  // inside the click: lets the browser play sound once media arrives
+    if (!this.connection.send(message)) {
+      this.status(this.t("closed"), true);
+      return;
+    }
+    const request = { id: null, text, sentAt: performance.now(), firstChunkAt: null, playStartAt: null,
+      base: null, chunks: 0, seqs: new Set(), state: "queued", end: null, minMarginS: null, element: null };
+    this.awaitingAccept.push(request);
+    this.renderRequest(request);
+    this.status(this.t("sending"));
+  }
+
+  dropUnaccepted() {
+    // Texts the server never acknowledged are lost with the connection: say so instead of waiting for ever.
+    for (const request of this.awaitingAccept.splice(0)) {
+      request.state = "failed";
+      request.error = this.t("closed");
+      this.renderRequest(request);
+    }
+    this.showActivity();
+  }
+
+  interrupt() {
+    const active = [...this.requests.values()].filter((r) => r.state === "queued" || r.state === "playing");
+    if (!active.length && !this.awaitingAccept.length) return;
+    this.connection.send({ type: "interrupt" });
+    for (const request of [...active, ...this.awaitingAccept]) {
+      if (request.id) this.interrupted.add(request.id);
+      request.state = "interrupted";
+      this.renderRequest(request);
+    }
+    this.timeline.clearAhead();
+    const now = this.video.currentTime;
+    this.cues = this.cues.filter((cue) => cue.start <= now && cue.request.state !== "interrupted");
+    $("subtitle").replaceChildren();
+    this.showActivity();
+  }
+
+  onMessage(message) {
+    switch (message.type) {
+      case "session_ready":
+        if (message.resumed) this.status(`session ${message.session_id.slice(0, 8)} resumed`);
+        break;
+      case "request_accepted": {
+        const request = this.awaitingAccept.shift();
+        if (!request) break;
+        request.id = message.request_id;
+        if (request.state === "interrupted") {
+          this.interrupted.add(request.id);
+          this.connection.send({ type: "interrupt", request_id: request.id });
+        }
+        this.requests.set(request.id, request);
+        this.renderRequest(request);
+        this.status("");
+        break;
+      }
+      case "video_chunk":
+        this.onChunk(message);
+        break;
+      case "interrupted":
+        this.confirmedInterrupts.push(message);
+        for (const id of message.request_ids || [message.request_id]) if (id) this.interrupted.add(id);
+        break;
+      case "error":
+        this.onError(message);
+        break;
+      default:
+        break;
+    }
+  }
+
+  onChunk(chunk) {
+    if (this.interrupted.has(chunk.request_id)) return;
+    const request = this.requests.get(chunk.request_id) || this.adoptUnknown(chunk.request_id);
+    if (request.seqs.has(chunk.seq)) return;  // delivery is at-least-once: a replayed chunk is not played twice
+    request.seqs.add(chunk.seq);
+    const arrivedAt = performance.now();
+    if (request.firstChunkAt === null) {
+      request.firstChunkAt = arrivedAt;
+      this.stats.firstChunkMs = arrivedAt - request.sentAt;
+      this.timeline.startRequest(request, chunk.mime);
+      this.video.play().catch(() => {});
+    }
+    if (chunk.seq === 0 || request.state === "queued") request.state = "playing";
+    request.chunks += 1;
+    this.stats.chunks += 1;
+    this.timeline.append(base64ToBytes(chunk.data), () => this.place(request, chunk));
+    this.renderRequest(request);
+    this.showActivity();
+  }
+
+  adoptUnknown(requestId) {
+    // A chunk of a request this page did not send (e.g. replayed after a resume): play it all the same.
+    const request = { id: requestId, text: "", sentAt: performance.now(), firstChunkAt: null, playStartAt: null,
+      base: null, chunks: 0, seqs: new Set(), state: "queued", end: null, minMarginS: null, element: null };
+    this.requests.set(requestId, request);
+    return request;
+  }
+
+  /** The chunk is about to be appended at base + pts: record its margin and its subtitle cue. */
+  place(request, chunk) {
+    const start = request.base + chunk.pts_ms / 1000;
+    const margin = start - this.video.currentTime;
+    if (chunk.seq > 0) {
+      this.stats.marginS = margin;
+      request.minMarginS = request.minMarginS === null ? margin : Math.min(request.minMarginS, margin);
+      if (margin < 0) this.stats.late += 1;
+    }
+    if (chunk.text) {
+      const open = this.cues.find((cue) => cue.request === request && cue.end === null);
+      if (open) open.end = start;
+      this.cues.push({ start, end: null, text: chunk.text, request });
+    }
+    if (chunk.is_last) {
+      request.end = start + chunk.duration_ms / 1000;
+      for (const cue of this.cues) if (cue.request === request && cue.end === null) cue.end = request.end;
+    }
+  }
+
+  onError(message) {
+    this.errors.push(message);
+    let request = message.request_id ? this.requests.get(message.request_id) : null;
+    if (!request && !message.request_id && TEXT_INPUT_ERRORS.has(message.code)) request = this.awaitingAccept.shift();
+    if (message.code === "interrupted") return;  // the pipeline confirming a barge-in we already handled
+    if (request) {
+      request.state = "failed";
+      request.error = message.message;
+      this.renderRequest(request);
+    }
+    this.fail(`${message.code}: ${message.message}`);
+  }
+
+  fail(text) {
+    this.status(text, true);
+    this.showActivity();
+  }
+
+  /** Every animation frame: subtitles, playback-start latency, finished requests, live figures. */
+  tick() {
+    const now = this.video.currentTime;
+    if (now !== this.lastTime) {
+      this.lastTime = now;
+      this.lastAdvanceAt = performance.now();
+    }
+    for (const request of this.requests.values()) {
+      if (request.state !== "playing" || request.base === null) continue;
+      if (request.playStartAt === null && now > request.base + 0.001 && !this.video.paused) {
+        request.playStartAt = performance.now();
+        this.stats.playStartMs = request.playStartAt - request.sentAt;
+      }
+      // Done once playback reached its end, or stopped just short of it: playback halts where the shorter
+      // track (usually the audio, in whole AAC frames) runs out, up to a few frames before the video ends.
+      const reachable = this.timeline.sourceBuffer ? lastBufferedEnd(this.timeline.sourceBuffer) : 0;
+      const allBuffered = request.end !== null && reachable >= request.end - 0.1;
+      const halted = request.playStartAt !== null && performance.now() - this.lastAdvanceAt > 150;
+      if (request.end !== null && (now >= request.end - 0.01 || (allBuffered && halted && now >= request.end - 0.25))) {
+        request.state = "done";
+        this.renderRequest(request);
+      }
+    }
+    this.showSubtitle(now);
+    this.showActivity();
+    this.render();
+    requestAnimationFrame(() => this.tick());
+  }
+
+  showSubtitle(now) {
+    const cue = this.cues.find((c) => c.start <= now && (c.end === null || now < c.end)
+      && c.request.state !== "interrupted");
+    const box = $("subtitle");
+    const shown = box.firstChild ? box.firstChild.textContent : "";
+    const wanted = cue ? cue.text : "";
+    if (shown === wanted) return;
+    if (!wanted) {
+      box.replaceChildren();
+      return;
+    }
+    const span = document.createElement("span");
+    span.textContent = wanted;
+    box.replaceChildren(span);
+    this.subtitlesShown.push({ text: wanted, at: now });
+  }
+
+  capturePoster() {
+    // The first decoded frame becomes the avatar's still, shown when its timeline is reset.
+    const avatarId = this.connection.avatarId;
+    if (!avatarId || this.posters.has(avatarId) || !this.video.videoWidth) return;
+    const canvas = document.createElement("canvas");
+    canvas.width = this.video.videoWidth;
+    canvas.height = this.video.videoHeight;
+    canvas.getContext("2d").drawImage(this.video, 0, 0);
+    this.posters.set(avatarId, canvas.toDataURL("image/jpeg", 0.85));
+    this.video.poster = this.posters.get(avatarId);
+    $("placeholder").hidden = true;
+  }
+
+  speaking() {
+    return [...this.requests.values()].some((r) => r.state === "playing" || r.state === "queued");
+  }
+
+  showActivity() {
+    const badge = $("activity");
+    const state = this.speaking() ? "speaking" : "idle";
+    badge.dataset.state = state;
+    badge.textContent = this.t(state);
+    $("interrupt").disabled = !this.speaking() && !this.awaitingAccept.length;
+    if (state === "speaking") $("placeholder").hidden = true;
+  }
+
+  showConnection(state) {
+    const badge = $("connection");
+    badge.dataset.state = state;
+    badge.textContent = this.t(state);
+  }
+
+  status(text, isError = false) {
+    const line = $("status");
+    line.textContent = text;
+    line.classList.toggle("error", isError);
+  }
+
+  number(value, digits = 0) {
+    // Persian digits in the Persian UI; formatters are cached because render() runs every frame.
+    const key = `${this.lang}:${digits}`;
+    if (!this.formats) this.formats = new Map();
+    if (!this.formats.has(key)) {
+      this.formats.set(key, new Intl.NumberFormat(this.lang === "fa" ? "fa-IR" : "en-US",
+        { minimumFractionDigits: digits, maximumFractionDigits: digits }));
+    }
+    return this.formats.get(key).format(value);
+  }
+
+  /** A number with its unit, isolated left-to-right so "147 ms" does not turn into "ms 147" in Persian. */
+  quantity(value, unit, digits = 0, signed = false) {
+    const sign = signed ? (value >= 0 ? "+" : "−") : "";
+    return `\u2066${sign}${this.number(signed ? Math.abs(value) : value, digits)} ${unit}\u2069`;
+  }
+
+  render() {
+    const s = this.stats;
+    const quality = this.video.getVideoPlaybackQuality ? this.video.getVideoPlaybackQuality() : null;
+    $("stat-first-chunk").textContent = s.firstChunkMs === null ? "–" : this.quantity(s.firstChunkMs, "ms");
+    $("stat-play-start").textContent = s.playStartMs === null ? "–" : this.quantity(s.playStartMs, "ms");
+    $("stat-margin").textContent = s.marginS === null ? "–"
+      : this.quantity(s.marginS, "s", 2, true);
+    $("stat-margin").classList.toggle("late", s.marginS !== null && s.marginS < 0);
+    $("stat-late").textContent = this.number(s.late);
+    $("stat-chunks").textContent = this.number(s.chunks);
+    $("stat-frames").textContent = this.number(quality ? quality.totalVideoFrames : 0);
+    $("stat-rtt").textContent = s.rttMs === null ? "–" : this.quantity(s.rttMs, "ms");
+  }
+
+  renderRequest(request) {
+    if (!request.element) {
+      request.element = document.createElement("li");
+      $("history").prepend(request.element);
+    }
+    const item = request.element;
+    item.dataset.state = request.state;
+    if (request.id) item.dataset.requestId = request.id;
+    const said = document.createElement("span");
+    said.className = "said";
+    said.dir = "auto";
+    said.textContent = request.text || `(${request.id ? request.id.slice(0, 8) : "…"})`;
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    const parts = [this.t(request.state)];
+    if (request.firstChunkAt !== null) {
+      parts.push(`${this.t("firstChunk")} ${this.quantity(request.firstChunkAt - request.sentAt, "ms")}`);
+    }
+    if (request.minMarginS !== null) {
+      parts.push(`${this.t("margin")} ≥ ${this.quantity(request.minMarginS, "s", 2, true)}`);
+    }
+    if (request.error) parts.push(request.error);
+    meta.textContent = parts.join(" · ");
+    item.replaceChildren(said, meta);
+  }
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  window.avatarPlayer = new AvatarPlayer();
+  window.avatarPlayer.start();
+});

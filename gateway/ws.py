@@ -1,0 +1,320 @@
+"""The WebSocket protocol at ``/ws/stream``: select, speak, interrupt, resume; the session's chunks out."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING
+from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from consumers.session_stream import Record
+from gateway import metrics
+from gateway.auth import ADMIN, Principal
+from gateway.ratelimit import caller_key
+from gateway.services import Services
+from producers.client import ProduceError
+from schemas.common import Language, new_id
+from schemas.envelope import EnvelopeError
+from schemas.session import SessionError, SessionEvent, VideoChunkMeta
+from schemas.websocket import (
+    CLIENT_MESSAGE,
+    CLIENT_TYPES,
+    AvatarSelection,
+    Error,
+    Interrupt,
+    Interrupted,
+    Ping,
+    Pong,
+    RequestAccepted,
+    Resume,
+    SessionReady,
+    TextInput,
+    VideoChunk,
+)
+
+log = logging.getLogger(__name__)
+LANGUAGES: dict[str | None, Language | None] = {"fa": "fa", "en": "en", None: None}
+ClientMessage = AvatarSelection | TextInput | Interrupt | Resume | Ping
+CLOSE_TOO_SLOW = 4008
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_client_message(raw: str) -> ClientMessage:
+    """Validate one client frame, or raise ProtocolError with a specific code."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ProtocolError("invalid_json", f"message is not valid JSON: {error.msg} at position {error.pos}") from None
+    except RecursionError:  # thousands of nested brackets (found by tests/fuzz): refused, not a crashed handler
+        raise ProtocolError("invalid_json", "message is not valid JSON: nested too deeply") from None
+    try:  # a "\ud800" escape decodes to text that can go nowhere (Kafka, PostgreSQL): refused here
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("invalid_message", "message holds an unpaired UTF-16 surrogate escape") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_message", "message must be a JSON object with a 'type' field")
+    kind = data.get("type")
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+    try:
+        return CLIENT_MESSAGE.validate_python(data)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"][1:]) or "message"
+        raise ProtocolError("invalid_message", f"{kind}: field '{field}': {problem['msg']}") from None
+
+
+def session_event_to_message(event: SessionEvent, cursor: int) -> dict[str, Any]:
+    meta = event.meta
+    if isinstance(meta, VideoChunkMeta):
+        return VideoChunk(request_id=meta.request_id, seq=meta.seq, pts_ms=meta.pts_ms, duration_ms=meta.duration_ms,
+                          data=base64.b64encode(event.payload).decode(), mime=meta.mime, is_last=meta.is_last,
+                          text=meta.text, cursor=cursor).model_dump(exclude_none=True)
+    assert isinstance(meta, SessionError)
+    return Error(code=meta.code, message=meta.message, request_id=meta.request_id,
+                 cursor=cursor).model_dump(exclude_none=True)
+
+
+def _dump(message: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = message.model_dump(exclude_none=True)
+    return dumped
+
+
+class StreamSession:
+    """One WebSocket connection: its session, the requests in flight, and the forwarding of their chunks."""
+
+    def __init__(self, websocket: WebSocket, services: Services, principal: Principal = ADMIN) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.settings = services.settings
+        self.principal = principal
+        self.caller = caller_key(services.settings, websocket)
+        self.session_id: str | None = None
+        self.avatar_id: str | None = None
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
+        self.in_flight: OrderedDict[str, None] = OrderedDict()  # accepted, final chunk not yet forwarded
+        self.interrupted: set[str] = set()
+        self.resume_after: tuple[str, int] | None = None  # (request_id, seq) already received by the client
+        self.too_slow = False
+        self.last_seq: OrderedDict[str, int] = OrderedDict()  # per request: duplicates are never forwarded
+        self.accepted_at: dict[str, float] = {}  # request → when accepted, until its first chunk
+        self.playback_origin: dict[str, float] = {}  # request → when its first chunk went out
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_loop())
+        metrics.ACTIVE_CONNECTIONS.inc()
+        try:
+            while not sender.done():
+                frame = await self.websocket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    break
+                await self._on_frame(frame)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            metrics.ACTIVE_CONNECTIONS.dec()
+            sender.cancel()
+            self._detach()
+
+    async def _on_frame(self, frame: Mapping[str, Any]) -> None:
+        try:
+            if frame.get("text") is None:
+                raise ProtocolError("binary_not_supported", "send JSON text frames, not binary frames")
+            await self._on_message(parse_client_message(frame["text"]))
+        except psycopg.OperationalError:
+            metrics.ERRORS.labels("database_unavailable").inc()
+            await self.outbox.put(_dump(Error(code="database_unavailable", message=(
+                "the database is unavailable: sessions already speaking go on; try this again shortly"))))
+        except ProtocolError as error:
+            metrics.ERRORS.labels(error.code).inc()
+            await self.outbox.put(_dump(Error(code=error.code, message=error.message)))
+
+    async def _on_message(self, message: ClientMessage) -> None:
+        match message:
+            case AvatarSelection():
+                await self._select(message)
+            case TextInput():
+                await self._say(message)
+            case Interrupt():
+                await self._interrupt(message)
+            case Resume():
+                await self._resume(message)
+            case Ping():
+                await self.outbox.put(_dump(Pong(ts_ms=int(time.time() * 1000))))
+
+    async def _select(self, message: AvatarSelection) -> None:
+        await self._check_avatar(message.avatar_id)
+        self.avatar_id = message.avatar_id
+        if self.session_id is None:
+            self.session_id = new_id()
+            topic = await asyncio.to_thread(self.services.admin.ensure_session_topic, self.session_id)
+            self._attach(topic, OFFSET_BEGINNING)
+        await asyncio.to_thread(self.services.sessions.open, self.session_id, message.avatar_id,
+                                self.principal.user_id)
+        await self.outbox.put(_dump(SessionReady(session_id=self.session_id, avatar_id=message.avatar_id)))
+
+    async def _check_avatar(self, avatar_id: str) -> None:
+        owner = await asyncio.to_thread(self.services.store.owner, avatar_id)
+        if owner is None or not self.principal.may_use(owner):  # another user's avatar looks like no avatar
+            raise ProtocolError("unknown_avatar", f"no registered avatar with id '{avatar_id}'")
+
+    async def _say(self, message: TextInput) -> None:
+        if self.session_id is None or self.avatar_id is None:
+            raise ProtocolError("no_avatar_selected", "send an avatar_selection (or resume) before text_input")
+        text = message.text.strip()
+        if not text:
+            raise ProtocolError("empty_text", "text is empty")
+        if len(text) > self.settings.max_text_chars:
+            raise ProtocolError("text_too_long", f"text has {len(text)} characters; the limit is "
+                                                 f"{self.settings.max_text_chars}")
+        limiter = self.websocket.app.state.limits.requests
+        if not limiter.allow(self.caller):
+            raise ProtocolError("rate_limited", f"too many requests; wait {limiter.retry_after_s()} s")
+        if message.language not in LANGUAGES:
+            raise ProtocolError("unsupported_language", f"language {message.language!r} is not supported; use "
+                                                        f"'fa', 'en', or omit it to auto-detect")
+        language = LANGUAGES[message.language]
+        request_id = new_id()
+        self.in_flight[request_id] = None  # before producing: its first chunk may come back at once
+        self.accepted_at[request_id] = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.services.producer.send_text, session_id=self.session_id,
+                                    avatar_id=self.avatar_id, text=text, language=language, request_id=request_id)
+        except ProduceError as error:
+            self.in_flight.pop(request_id, None)
+            self.accepted_at.pop(request_id, None)
+            raise ProtocolError("unavailable", f"the request could not be queued: {error}") from None
+        metrics.REQUESTS.labels(language or "auto").inc()
+        await self.outbox.put(_dump(RequestAccepted(request_id=request_id, language=language,
+                                                    queued_behind=len(self.in_flight) - 1)))
+
+    async def _interrupt(self, message: Interrupt) -> None:
+        if self.session_id is None:
+            raise ProtocolError("no_session", "nothing to interrupt: no session selected")
+        if message.request_id is not None and message.request_id not in self.in_flight:
+            raise ProtocolError("unknown_request", f"request '{message.request_id}' is not in flight")
+        stopped = [message.request_id] if message.request_id else list(self.in_flight)
+        self.interrupted.update(stopped)  # from now on none of their chunks is forwarded
+        for request_id in stopped:
+            self.in_flight.pop(request_id, None)
+        metrics.INTERRUPTS.inc(len(stopped))
+        await self.outbox.put(_dump(Interrupted(request_ids=stopped)))
+        if stopped:
+            await asyncio.to_thread(self.services.producer.interrupt, self.session_id, stopped)
+
+    async def _resume(self, message: Resume) -> None:
+        record = await asyncio.to_thread(self.services.sessions.get, message.session_id)
+        if record is None or not (self.principal.is_admin or record.user_id == self.principal.user_id):
+            raise ProtocolError("unknown_session", f"no session '{message.session_id}' to resume")
+        if record.ended:
+            raise ProtocolError("session_ended", f"session '{message.session_id}' ended after being idle")
+        await self._check_avatar(record.avatar_id)
+        self._detach()
+        self.session_id, self.avatar_id = record.session_id, record.avatar_id
+        if message.cursor is not None:
+            start = message.cursor + 1
+        else:
+            start = OFFSET_BEGINNING
+            if message.request_id is not None and message.seq is not None:
+                self.resume_after = (message.request_id, message.seq)
+        self._attach(self.settings.session_topic(record.session_id), start)
+        await asyncio.to_thread(self.services.sessions.touch, [record.session_id])
+        await self.outbox.put(_dump(SessionReady(session_id=record.session_id, avatar_id=record.avatar_id,
+                                                 resumed=True)))
+
+    def _attach(self, topic: str, from_offset: int) -> None:
+        self.services.stream.listen(topic, self._on_record, from_offset)
+        self.services.connected.add(topic.removeprefix(self.settings.kafka_session_topic_prefix))
+
+    def _detach(self) -> None:
+        if self.session_id:
+            self.services.stream.forget(self.settings.session_topic(self.session_id))
+            self.services.connected.discard(self.session_id)
+
+    def _on_record(self, record: Record) -> None:
+        """Called on the consumer thread: decode, filter, then hand over to the event loop."""
+        try:
+            event = SessionEvent.from_kafka(record.value)
+        except (EnvelopeError, ValidationError) as error:
+            log.warning("undecodable session event", extra={"topic": record.topic, "error": str(error)})
+            return
+        self.loop.call_soon_threadsafe(self._forward, event, record.offset)
+
+    def _forward(self, event: SessionEvent, cursor: int) -> None:
+        """On the event loop: drop what the client must not see, then queue it (bounded)."""
+        meta = event.meta
+        request_id = meta.request_id
+        if request_id in self.interrupted or self.too_slow:
+            return
+        if self.resume_after is not None:
+            if isinstance(meta, VideoChunkMeta) and (request_id, meta.seq) == self.resume_after:
+                self.resume_after = None
+            return
+        if isinstance(meta, VideoChunkMeta):
+            if meta.seq <= self.last_seq.get(meta.request_id, -1):
+                return  # a duplicate (e.g. redelivered after a processor restart)
+            self._remember_seq(meta.request_id, meta.seq)
+            self._observe_timing(meta)
+        else:
+            metrics.ERRORS.labels(meta.code).inc()
+        if isinstance(meta, SessionError) or (isinstance(meta, VideoChunkMeta) and meta.is_last):
+            self.in_flight.pop(request_id or "", None)
+        if self.outbox.qsize() >= self.settings.ws_max_pending_messages:
+            self._drop_slow_client()
+            return
+        self.outbox.put_nowait(session_event_to_message(event, cursor))
+
+    def _remember_seq(self, request_id: str, seq: int) -> None:
+        self.last_seq[request_id] = seq
+        self.last_seq.move_to_end(request_id)
+        while len(self.last_seq) > 1024:
+            self.last_seq.popitem(last=False)
+
+    def _observe_timing(self, meta: VideoChunkMeta) -> None:
+        now = time.perf_counter()
+        metrics.CHUNKS.inc()
+        accepted = self.accepted_at.pop(meta.request_id, None)
+        if accepted is not None:
+            metrics.FIRST_CHUNK_SECONDS.observe(now - accepted)
+            self.playback_origin[meta.request_id] = now
+        origin = self.playback_origin.get(meta.request_id)
+        if origin is not None:
+            metrics.CHUNK_MARGIN_SECONDS.observe(origin + meta.pts_ms / 1000 - now)
+        if meta.is_last:
+            self.playback_origin.pop(meta.request_id, None)
+
+    def _drop_slow_client(self) -> None:
+        """Past the bound, stop buffering: tell the client (it can resume from its last cursor) and close."""
+        self.too_slow = True
+        metrics.DROPPED_SLOW.inc()
+        self._detach()
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.outbox.put_nowait(_dump(Error(code="client_too_slow", message=(
+            f"more than {self.settings.ws_max_pending_messages} messages waiting: reconnect and resume "
+            f"from your last cursor"))))
+        self.outbox.put_nowait(None)  # then close
+
+    async def _send_loop(self) -> None:
+        while True:
+            message = await self.outbox.get()
+            if message is None:
+                await self.websocket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
+                return
+            await self.websocket.send_text(json.dumps(message, ensure_ascii=False))

@@ -1,0 +1,278 @@
+"""The lip-sync processor's pure core: speech segments of a request → that request's video chunks."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from processors.lipsync.engines.base import AUDIO_RATE, LipSyncEngine, RenderJob
+from processors.lipsync.media import FragmentedMp4Writer
+from schemas.avatar import AvatarFaceData
+from schemas.session import SessionError, SessionEvent, VideoChunkMeta
+from schemas.speech import SpeechSegment
+
+AvatarProvider = Callable[[str], AvatarFaceData]
+InterruptCheck = Callable[[str, str, int | None], bool]  # (session_id, request_id, created_at_ms) → stop?
+
+
+def never_interrupted(_session_id: str, _request_id: str, _created_at_ms: int | None) -> bool:
+    return False
+
+
+class AvatarUnavailable(LookupError):
+    """Raised by an AvatarProvider when an avatar cannot be rendered; the request fails with ``code``."""
+
+    code = "avatar_unavailable"
+
+    def __init__(self, avatar_id: str, message: str) -> None:
+        super().__init__(message)
+        self.avatar_id = avatar_id
+        self.message = message
+
+
+class UnknownAvatar(AvatarUnavailable):
+    """Raised by an AvatarProvider for an avatar that is not registered."""
+
+    code = "unknown_avatar"
+
+    def __init__(self, avatar_id: str) -> None:
+        super().__init__(avatar_id, f"no registered avatar with id '{avatar_id}'")
+
+
+def to_engine_audio(pcm: np.ndarray, rate: int) -> np.ndarray:
+    """int16 at the speech rate → float32 in [-1, 1] at the engines' 16 kHz."""
+    audio = pcm.astype(np.float32) / 32768.0
+    if rate == AUDIO_RATE or len(audio) == 0:
+        return audio
+    count = round(len(audio) * AUDIO_RATE / rate)
+    return np.interp(np.arange(count) * (rate / AUDIO_RATE), np.arange(len(audio)), audio).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EmittedProgress:
+    """What already reached a session's topic for one request (read back after a worker restart)."""
+
+    last_seq: int
+    frames_end: int  # frames covered by the chunks emitted so far
+    finished: bool  # the request's last chunk is on the topic
+
+
+ProgressLookup = Callable[[str, str], EmittedProgress | None]  # (session_id, request_id)
+
+
+StageObserver = Callable[[str, float], None]  # (stage, seconds)
+
+
+def ignore_stage(_stage: str, _seconds: float) -> None:
+    return None
+
+
+def nothing_emitted(_session_id: str, _request_id: str) -> EmittedProgress | None:
+    return None
+
+
+@dataclass
+class _RequestStream:
+    """What a request in progress carries from one speech segment to the next."""
+
+    sample_rate: int
+    writer: FragmentedMp4Writer | None = None  # created at the first chunk this worker encodes
+    next_segment: int = 0
+    frames_done: int = 0
+    seq: int = 0
+    emitted_frames: int = 0  # after a restart: frames a previous worker already sent
+    carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+
+
+class LipSyncCore:
+    """Renders each segment as soon as it arrives, in chunks, continuing one MP4 per request.
+
+    Chunk boundaries depend only on the segment (its frame count, and whether it is the request's
+    first), so a worker that takes over after a crash re-renders a half-sent segment into the same
+    chunks, skips those already on the topic (``progress``), and continues the same timeline: the
+    client sees every chunk exactly once, in order.
+    """
+
+    def __init__(
+        self,
+        engine: LipSyncEngine,
+        avatars: AvatarProvider,
+        *,
+        fps: int = 25,
+        chunk_frames: int = 12,
+        first_chunk_frames: int = 6,
+        crf: int = 23,
+        max_open_requests: int = 256,
+        is_interrupted: InterruptCheck = never_interrupted,
+        progress: ProgressLookup = nothing_emitted,
+        observe_stage: StageObserver = ignore_stage,
+    ) -> None:
+        self.engine = engine
+        self.avatars = avatars
+        self.fps = fps
+        self.chunk_frames = chunk_frames
+        self.first_chunk_frames = min(first_chunk_frames, chunk_frames)
+        self.crf = crf
+        self.max_open_requests = max_open_requests
+        self.is_interrupted = is_interrupted
+        self.progress = progress
+        self.observe_stage = observe_stage
+        self.lookahead = int(getattr(engine, "lookahead_frames", 0))
+        self._streams: OrderedDict[str, _RequestStream] = OrderedDict()
+        self._closed: OrderedDict[str, None] = OrderedDict()  # finished, failed or interrupted
+
+    def handle(self, segment: SpeechSegment, *, recovering: bool = False) -> Iterator[SessionEvent]:
+        """Chunks for one segment. ``recovering``: this worker may have crashed while handling it."""
+        meta = segment.meta
+        if meta.request_id in self._closed:
+            return  # a redelivery of a request already finished here
+        if self._interrupted(segment):
+            yield from self._drop(meta.request_id)
+            return
+        try:
+            avatar = self.avatars(meta.avatar_id)
+        except AvatarUnavailable as failure:
+            self._close(meta.request_id)
+            yield SessionEvent(SessionError(request_id=meta.request_id, code=failure.code, message=failure.message))
+            return
+        stream = self._streams.get(meta.request_id)
+        if stream is None:
+            stream = self._open_stream(segment, recovering)
+            if stream is None:
+                return
+        if meta.segment_index < stream.next_segment:
+            return  # a redelivered segment: its chunks were already sent
+        stream.next_segment = meta.segment_index + 1
+        yield from self._render_segment(stream, segment, avatar)
+        if meta.is_last:
+            self._streams.pop(meta.request_id, None)
+            self._close(meta.request_id)
+
+    def _open_stream(self, segment: SpeechSegment, recovering: bool) -> _RequestStream | None:
+        """A new stream, or the continuation of one another worker began; None if it is already done."""
+        meta = segment.meta
+        stream = _RequestStream(meta.sample_rate)
+        if meta.segment_index > 0 or recovering:
+            emitted = self.progress(meta.session_id, meta.request_id)
+            if emitted is not None and emitted.finished:
+                self._close(meta.request_id)
+                return None
+            samples_per_frame = meta.sample_rate // self.fps
+            start_sample = meta.start_sample if meta.start_sample is not None else (
+                meta.start_ms * meta.sample_rate // 1000)
+            stream.frames_done = start_sample // samples_per_frame
+            # The previous segment's unrendered tail is gone with the old worker: silence of the same length.
+            stream.carry = np.zeros(start_sample - stream.frames_done * samples_per_frame, np.int16)
+            stream.next_segment = meta.segment_index
+            if emitted is not None:
+                stream.seq = emitted.last_seq + 1
+                stream.emitted_frames = emitted.frames_end
+        self._streams[meta.request_id] = stream
+        while len(self._streams) > self.max_open_requests:  # abandoned requests must not leak memory
+            self._streams.popitem(last=False)
+        return stream
+
+    def _render_segment(
+        self, stream: _RequestStream, segment: SpeechSegment, avatar: AvatarFaceData
+    ) -> Iterator[SessionEvent]:
+        meta = segment.meta
+        samples_per_frame = stream.sample_rate // self.fps
+        pcm = np.concatenate([stream.carry, np.frombuffer(segment.pcm16, dtype="<i2").astype(np.int16)])
+        if meta.is_last:  # the tail becomes whole frames; a request always shows at least one frame
+            first_ever = meta.segment_index == 0 and stream.frames_done == 0
+            pcm = _pad_to_frames(pcm, samples_per_frame, minimum_frames=1 if first_ever else 0)
+        total_frames = len(pcm) // samples_per_frame
+        stream.carry = pcm[total_frames * samples_per_frame :]
+        subtitle: str | None = meta.text
+        offset = 0
+        sizes = self._chunk_sizes(meta.segment_index == 0, total_frames, meta.is_last)
+        for index, size in enumerate(sizes):
+            if self._interrupted(segment):  # checked per chunk: barge-in stops work within one chunk
+                yield from self._drop(meta.request_id)
+                return
+            is_last = meta.is_last and index == len(sizes) - 1
+            if stream.frames_done + size <= stream.emitted_frames and not is_last:
+                stream.frames_done += size  # a previous worker sent this chunk before it died
+                offset += size
+                subtitle = None
+                continue
+            audio = pcm[offset * samples_per_frame : (offset + size) * samples_per_frame]
+            # Engines that look ahead (Wav2Lip's mel window) see what follows the chunk, within the segment.
+            context = pcm[offset * samples_per_frame : (offset + size + self.lookahead) * samples_per_frame]
+            writer = self._writer(stream, avatar)
+            data = self._encode(stream, writer, avatar, audio, context, size)
+            if is_last:
+                data += writer.close()
+            start_ms = stream.frames_done * 1000 // self.fps
+            yield SessionEvent(VideoChunkMeta(
+                request_id=meta.request_id, seq=stream.seq, pts_ms=start_ms,
+                duration_ms=(stream.frames_done + size) * 1000 // self.fps - start_ms, mime=writer.mime,
+                is_last=is_last, text=subtitle, created_at_ms=meta.created_at_ms,
+            ), data)
+            subtitle = None
+            stream.seq += 1
+            stream.frames_done += size
+            offset += size
+
+    def _writer(self, stream: _RequestStream, avatar: AvatarFaceData) -> FragmentedMp4Writer:
+        if stream.writer is None:
+            stream.writer = FragmentedMp4Writer(avatar.width, avatar.height, fps=self.fps,
+                                                audio_rate=stream.sample_rate, crf=self.crf,
+                                                start_frame=stream.frames_done)
+        return stream.writer
+
+    def _chunk_sizes(self, first_segment: bool, total_frames: int, is_last_segment: bool) -> list[int]:
+        """Frames per chunk: a small first chunk of a request (latency), then chunk_frames each.
+
+        A segment with no whole frame yields no chunk, except a request's last segment, which always
+        yields a (possibly empty) final chunk so the client learns the request is over.
+        """
+        sizes: list[int] = []
+        remaining = total_frames
+        while remaining > 0:
+            size = min(self.first_chunk_frames if first_segment and not sizes else self.chunk_frames, remaining)
+            sizes.append(size)
+            remaining -= size
+        return sizes or ([0] if is_last_segment else [])
+
+    def _encode(self, stream: _RequestStream, writer: FragmentedMp4Writer, avatar: AvatarFaceData,
+                audio: np.ndarray, context: np.ndarray, n_frames: int) -> bytes:
+        if n_frames == 0:
+            return b""
+        started = time.perf_counter()
+        job = RenderJob(avatar, to_engine_audio(context, stream.sample_rate), stream.frames_done, n_frames)
+        frames = self.engine.render(job)
+        rendered = time.perf_counter()
+        data = writer.write(frames, audio)
+        self.observe_stage("render", rendered - started)
+        self.observe_stage("encode", time.perf_counter() - rendered)
+        return data
+
+    def _interrupted(self, segment: SpeechSegment) -> bool:
+        meta = segment.meta
+        return self.is_interrupted(meta.session_id, meta.request_id, meta.created_at_ms)
+
+    def _drop(self, request_id: str) -> Iterator[SessionEvent]:
+        """Forget an interrupted request and say so once, so Kafka readers know it ended."""
+        self._streams.pop(request_id, None)
+        self._close(request_id)
+        yield SessionEvent(SessionError(request_id=request_id, code="interrupted",
+                                        message="the request was interrupted"))
+
+    def _close(self, request_id: str) -> None:
+        self._closed[request_id] = None
+        while len(self._closed) > 16 * self.max_open_requests:
+            self._closed.popitem(last=False)
+
+    @property
+    def open_requests(self) -> int:
+        return len(self._streams)
+
+
+def _pad_to_frames(pcm: np.ndarray, samples_per_frame: int, minimum_frames: int) -> np.ndarray:
+    frames = max(minimum_frames, -(-len(pcm) // samples_per_frame))
+    return np.concatenate([pcm, np.zeros(frames * samples_per_frame - len(pcm), np.int16)])

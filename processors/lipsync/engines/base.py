@@ -1,0 +1,58 @@
+"""The one interface every lip-sync engine implements: speech audio + cached face data in, frames out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.avatar import AvatarFaceData, RgbFrame
+
+FPS = 25
+AUDIO_RATE = 16_000
+SAMPLES_PER_FRAME = AUDIO_RATE // FPS  # 640: audio and video share one clock, frame i starts at sample 640*i
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """Render ``n_frames`` consecutive frames of one request.
+
+    ``audio`` is float32 mono at 16 kHz and starts at the first frame's time: frame k of the job shows
+    samples ``[k*640, (k+1)*640)``; it may run past the last frame (look-ahead context for engines that
+    declare ``lookahead_frames``). ``first_frame`` is the frame's index within the whole request, so an
+    engine can keep looping a video avatar and its idle motion continuous across jobs.
+    """
+
+    avatar: AvatarFaceData
+    audio: npt.NDArray[np.float32]
+    first_frame: int
+    n_frames: int
+
+
+class LipSyncEngine(Protocol):
+    """A warm lip-sync model shared by all sessions."""
+
+    name: str
+
+    def render(self, job: RenderJob) -> list[RgbFrame]:
+        """Return exactly ``job.n_frames`` RGB frames of the avatar's frame size."""
+        ...
+
+
+@runtime_checkable
+class BatchLipSyncEngine(LipSyncEngine, Protocol):
+    """Optional capability: render the jobs of several sessions in one pass (one inference batch)."""
+
+    def render_many(self, jobs: Sequence[RenderJob]) -> list[list[RgbFrame]]:
+        """The frames of each job, in the order of ``jobs``."""
+        ...
+
+
+def render_jobs(engine: LipSyncEngine, jobs: Sequence[RenderJob]) -> list[list[RgbFrame]]:
+    """Every job's frames: in one batch where the engine can, one job after another otherwise."""
+    if isinstance(engine, BatchLipSyncEngine):
+        return engine.render_many(jobs)
+    return [engine.render(job) for job in jobs]

@@ -1,0 +1,119 @@
+"""The lip-sync processor service: ``avatar.speech`` → ``avatar.session.<session_id>`` video chunks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+from pydantic import ValidationError
+
+from infra.avatar_store import AvatarNotFound, AvatarStore
+from infra.crypto import FaceDataDecryptionError, face_keyring
+from infra.database import ensure_database, open_pool
+from infra.logging import bind_log_context, configure_logging
+from infra.settings import Settings, get_settings
+from processors.common import metrics
+from processors.common.control import ControlListener, InterruptRegistry
+from processors.common.kafka_app import InvalidMessage, KafkaApp, Outgoing, run_until_stopped
+from processors.lipsync.avatar_cache import AvatarCache, InvalidationListener
+from processors.lipsync.core import AvatarUnavailable, LipSyncCore, UnknownAvatar
+from processors.lipsync.engines.base import LipSyncEngine
+from processors.lipsync.engines.embedded import EmbeddedEngine
+from processors.lipsync.engines.wav2lip import Wav2LipEngine, Wav2LipModelError
+from processors.lipsync.progress import SessionTopicProgress
+from schemas.avatar import AvatarFaceData
+from schemas.envelope import EnvelopeError
+from schemas.speech import SpeechSegment
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings) -> LipSyncEngine:
+    """The warm engine, created once at start-up; a request never loads a model."""
+    started = time.perf_counter()
+    engine: LipSyncEngine
+    if settings.lipsync_engine == "wav2lip":
+        try:
+            engine = Wav2LipEngine.from_settings(settings)
+        except Wav2LipModelError as error:  # a missing or foreign model stops start-up with one clear line
+            raise SystemExit(f"LIPSYNC_ENGINE=wav2lip: {error}") from None
+        details = {"batch": engine.batch_size, "provider": engine.provider}
+    else:
+        engine = EmbeddedEngine()
+        details = {}
+    load_s = time.perf_counter() - started
+    metrics.MODEL_LOAD_SECONDS.labels(engine.name).set(load_s)
+    log.info("lip-sync engine ready", extra={"engine": engine.name, "load_ms": round(1000 * load_s, 1), **details})
+    return engine
+
+
+def parse_segment(value: bytes) -> SpeechSegment:
+    try:
+        return SpeechSegment.from_kafka(value)
+    except (EnvelopeError, ValidationError, ValueError) as error:
+        raise InvalidMessage(f"not a valid avatar.speech v1 message: {error}") from None
+
+
+class LipSyncProcessor:
+    """Kafka adapter around LipSyncCore; avatars come from PostgreSQL through an in-memory cache."""
+
+    def __init__(self, settings: Settings, engine: LipSyncEngine, store: AvatarStore,
+                 interrupts: InterruptRegistry | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = AvatarCache(self._load_avatar, max_entries=settings.avatar_cache_max_entries,
+                                 max_bytes=settings.avatar_cache_max_bytes)
+        self.invalidations: InvalidationListener | None = None
+        self.interrupts = interrupts or InterruptRegistry()
+        self.core = LipSyncCore(engine, self.cache.get, fps=settings.video_fps, chunk_frames=settings.chunk_frames,
+                                first_chunk_frames=settings.first_chunk_frames,
+                                crf=settings.video_crf, is_interrupted=self.interrupts.is_interrupted,
+                                progress=SessionTopicProgress(settings), observe_stage=metrics.observe_stage)
+        self.control: ControlListener | None = None
+        self.app = KafkaApp(
+            settings, name="lipsync", input_topic=settings.kafka_speech_topic, handler=self.handle, engine=engine.name,
+            status_fields=lambda: {"avatar_cache": self.cache.stats()},
+        )
+
+    def _load_avatar(self, avatar_id: str) -> AvatarFaceData:
+        try:
+            return self.store.load_face_data(avatar_id)
+        except AvatarNotFound:
+            raise UnknownAvatar(avatar_id) from None
+        except FaceDataDecryptionError as error:  # e.g. a key rotated away: the client must hear why
+            log.error("avatar face data cannot be decrypted", extra={"avatar_id": avatar_id, "error": str(error)})
+            raise AvatarUnavailable(avatar_id, f"avatar '{avatar_id}' cannot be read with the configured "
+                                               f"FACE_DATA_KEYS") from None
+
+    def handle(self, key: bytes | None, value: bytes) -> Iterator[Outgoing]:
+        segment = parse_segment(value)
+        bind_log_context(request_id=segment.meta.request_id, session_id=segment.meta.session_id)
+        topic = self.app.admin.ensure_session_topic(segment.meta.session_id)
+        session_key = segment.meta.session_id.encode()
+        for event in self.core.handle(segment, recovering=self.app.recovering):
+            yield Outgoing(topic, session_key, event.to_kafka())
+
+
+def create(settings: Settings) -> LipSyncProcessor:
+    ensure_database(settings.database_url)
+    store = AvatarStore(open_pool(settings.database_url, settings.database_pool_size, name="lipsync"),
+                        face_keyring(settings))
+    processor = LipSyncProcessor(settings, build_engine(settings), store)
+    processor.app.admin.ensure_pipeline_topics()
+    processor.control = ControlListener(settings, processor.interrupts).start()
+    processor.app.admin.ensure([(settings.kafka_avatar_invalidation_topic, 1)])
+    processor.invalidations = InvalidationListener(settings, processor.cache).start()
+    return processor
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, service="lipsync")
+    processor = create(settings)
+    log.info("lip-sync processor running", extra={"engine": processor.core.engine.name})
+    run_until_stopped(processor.app, [processor.control, processor.invalidations])
+
+
+if __name__ == "__main__":
+    main()

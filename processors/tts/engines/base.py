@@ -1,0 +1,45 @@
+"""The interface every TTS backend implements: text in one language (and an optional voice) → mono PCM16."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Language = Literal["fa", "en"]
+VOICE_PATTERN = r"^[A-Za-z0-9_+.-]{1,64}$"  # voice names reach command lines and HTTP bodies: keep them plain
+
+
+class TtsFailure(RuntimeError):
+    """The backend could not speak this text; only this request fails."""
+
+
+class UnknownVoice(TtsFailure):
+    """The request named a voice this backend does not have."""
+
+
+class EngineConfigError(RuntimeError):
+    """A backend that was selected is not configured or not installed: raised at start-up, never per request."""
+
+
+@dataclass(frozen=True)
+class Speech:
+    pcm: npt.NDArray[np.int16]  # mono
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / self.sample_rate
+
+
+class TtsEngine(Protocol):
+    name: str
+    languages: frozenset[Language]  # what it can speak; other pieces of a request go to another backend
+
+    def check_voice(self, voice: str | None) -> None:
+        """Raise UnknownVoice before anything is spoken, so a bad voice fails the request up front."""
+        ...
+
+    def synthesize(self, text: str, language: Language, voice: str | None = None) -> Speech: ...

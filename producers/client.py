@@ -1,0 +1,287 @@
+"""The typed client other systems (and the gateway) use: requests into ``avatar.requests``, a session's video out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from pydantic import ValidationError
+
+from infra.kafka import TopicAdmin, consumer_config, new_producer
+from infra.settings import Settings
+from schemas.common import Language, new_id
+from schemas.control import Interrupt
+from schemas.envelope import EnvelopeError
+from schemas.requests import TextRequest
+from schemas.session import SessionError, SessionEvent, VideoChunkMeta
+
+log = logging.getLogger(__name__)
+
+
+class ProduceError(RuntimeError):
+    """The request could not be handed to the broker."""
+
+
+class StreamTimeout(TimeoutError):
+    """Nothing (more) arrived on the session topic in time."""
+
+
+class PipelineError(RuntimeError):
+    """The pipeline reported an error for the request (its ``code`` is the protocol's error code)."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a request's fragmented MP4, as read from the session topic."""
+
+    request_id: str
+    seq: int
+    pts_ms: int
+    duration_ms: int
+    mime: str
+    is_last: bool
+    text: str | None
+    data: bytes
+    offset: int  # position on the session topic: resume a stream after it with ``from_offset=offset + 1``
+
+
+@dataclass(frozen=True)
+class StreamError:
+    """The pipeline's report that a request (or, with no request id, the session) failed."""
+
+    request_id: str | None
+    code: str
+    message: str
+    offset: int
+
+
+StreamItem = Chunk | StreamError
+
+
+def decode_session_record(value: bytes, offset: int) -> StreamItem | None:
+    """A session-topic record as a Chunk or StreamError; None for anything this client does not know."""
+    try:
+        event = SessionEvent.from_kafka(value)
+    except (EnvelopeError, ValidationError) as error:
+        log.debug("skipping an unreadable session event", extra={"offset": offset, "error": str(error)})
+        return None
+    meta = event.meta
+    if isinstance(meta, VideoChunkMeta):
+        return Chunk(request_id=meta.request_id, seq=meta.seq, pts_ms=meta.pts_ms, duration_ms=meta.duration_ms,
+                     mime=meta.mime, is_last=meta.is_last, text=meta.text, data=event.payload, offset=offset)
+    if isinstance(meta, SessionError):
+        return StreamError(request_id=meta.request_id, code=meta.code, message=meta.message, offset=offset)
+    return None
+
+
+@dataclass
+class RequestAssembler:
+    """Collects one request's chunks into its MP4, whatever duplicates or reordering the delivery brings.
+
+    Delivery is at-least-once, so the same (request, seq) may come twice: the first copy wins. The request
+    is complete once its last chunk and every seq before it are here.
+    """
+
+    request_id: str
+    chunks: dict[int, Chunk] = field(default_factory=dict)
+    last_seq: int | None = None
+    error: StreamError | None = None
+
+    def add(self, item: StreamItem) -> None:
+        if item.request_id != self.request_id and not (isinstance(item, StreamError) and item.request_id is None):
+            return
+        if isinstance(item, StreamError):
+            self.error = self.error or item
+            return
+        self.chunks.setdefault(item.seq, item)
+        if item.is_last:
+            self.last_seq = item.seq
+
+    @property
+    def complete(self) -> bool:
+        return self.last_seq is not None and all(seq in self.chunks for seq in range(self.last_seq + 1))
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.error is not None
+
+    @property
+    def duration_ms(self) -> int:
+        return sum(chunk.duration_ms for chunk in self.chunks.values())
+
+    def mp4(self) -> bytes:
+        """The whole MP4; raises PipelineError if the pipeline failed the request."""
+        if self.error is not None:
+            raise PipelineError(self.error.code, self.error.message, self.error.request_id)
+        if not self.complete:
+            raise PipelineError("incomplete", f"request {self.request_id} is missing chunks", self.request_id)
+        assert self.last_seq is not None
+        return b"".join(self.chunks[seq].data for seq in range(self.last_seq + 1))
+
+
+class AvatarProducer:
+    """Sends text requests keyed by session id, so a session's requests stay in order."""
+
+    def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
+        self.settings = settings
+        self.producer = producer or new_producer(settings)
+        self._admin: TopicAdmin | None = None  # only say() needs one, to create and delete its session topic
+
+    def warm_up(self, timeout_s: float = 10.0) -> None:
+        """Fetch metadata now, so the first real request does not pay for the connection."""
+        try:
+            self.producer.list_topics(self.settings.kafka_requests_topic, timeout=timeout_s)
+        except KafkaException as error:
+            raise ProduceError(f"broker unreachable: {error}") from error
+
+    def send_text(self, *, session_id: str, avatar_id: str, text: str, language: Language | None = None,
+                  request_id: str | None = None, wait: bool = True) -> TextRequest:
+        fields: dict[str, Any] = {"session_id": session_id, "avatar_id": avatar_id, "text": text,
+                                  "language": language, "created_at_ms": int(time.time() * 1000)}
+        if request_id:
+            fields["request_id"] = request_id
+        request = TextRequest(**fields)
+        self.send(request, wait=wait)
+        return request
+
+    def send(self, request: TextRequest, *, wait: bool = True, timeout_s: float = 10.0) -> None:
+        errors: list[str] = []
+
+        def delivered(error: Any, _message: Any) -> None:
+            if error is not None:
+                errors.append(str(error))
+
+        self.producer.produce(self.settings.kafka_requests_topic, request.to_kafka(),
+                              key=request.session_id.encode(), on_delivery=delivered)
+        if wait:
+            if self.producer.flush(timeout_s) > 0:
+                raise ProduceError(f"request {request.request_id} not acknowledged within {timeout_s} s")
+            if errors:
+                raise ProduceError(f"request {request.request_id} rejected by the broker: {errors[0]}")
+        else:
+            self.producer.poll(0)
+
+    def interrupt(self, session_id: str, request_ids: list[str] | None = None) -> Interrupt:
+        """Stop the session's named requests (or all it has sent so far): processors drop their work."""
+        message = Interrupt(session_id=session_id, request_ids=request_ids or [], ts_ms=int(time.time() * 1000))
+        self.producer.produce(self.settings.kafka_control_topic, message.to_kafka(), key=session_id.encode())
+        self.producer.flush(10)
+        return message
+
+    def stream(self, session_id: str, *, request_id: str | None = None, from_offset: int = OFFSET_BEGINNING,
+               timeout_s: float | None = 60.0) -> Generator[StreamItem, None, None]:
+        """The session's chunks and errors in order, each once, from ``from_offset`` (default: the start).
+
+        With ``request_id`` only that request's items come, and the iterator ends after its last chunk or its
+        error; without it the iterator follows the session until you stop iterating. ``timeout_s`` is the
+        longest wait for the topic to appear and then for each next item (None: wait for ever); past it
+        StreamTimeout is raised. Each call reads with its own short-lived consumer (no consumer group),
+        closed when the iteration ends or the generator is closed (``close()``, or leaving a for loop early
+        and dropping it).
+        """
+        topic = self.settings.session_topic(session_id)
+        consumer = Consumer(consumer_config(self.settings, group_id=None))
+        try:
+            self._wait_for_topic(consumer, topic, timeout_s)
+            consumer.assign([TopicPartition(topic, 0, from_offset)])
+            seen: set[tuple[str | None, int | str]] = set()
+            for item in self._poll_items(consumer, topic, timeout_s):
+                if request_id is not None and item.request_id not in (request_id, None):
+                    continue
+                identity = (item.request_id, item.seq if isinstance(item, Chunk) else item.code)
+                if identity in seen:  # at-least-once delivery: a redelivered copy is not shown twice
+                    continue
+                seen.add(identity)
+                yield item
+                if request_id is not None and (isinstance(item, StreamError) or item.is_last):
+                    return
+        finally:
+            consumer.close()
+
+    def say(self, *, avatar_id: str, text: str, language: Language | None = None, session_id: str | None = None,
+            timeout_s: float = 60.0, on_chunk: Callable[[Chunk], None] | None = None,
+            on_sent: Callable[[TextRequest], None] | None = None) -> bytes:
+        """Send one text and wait for its whole MP4 (the concatenated chunks).
+
+        Without ``session_id`` a transient session is used and its topic deleted afterwards. Raises
+        PipelineError when the pipeline reports an error (e.g. ``unknown_avatar``), StreamTimeout when the
+        video is not finished within ``timeout_s``, ProduceError when the broker cannot take the request.
+        """
+        transient = session_id is None
+        session = session_id or f"sdk-{new_id()}"
+        request_id = new_id()
+        topic = self._session_admin().ensure_session_topic(session)
+        deadline = time.monotonic() + timeout_s
+        assembler = RequestAssembler(request_id)
+        items = self.stream(session, request_id=request_id, timeout_s=timeout_s)
+        try:
+            request = self.send_text(session_id=session, avatar_id=avatar_id, text=text, language=language,
+                                     request_id=request_id)
+            if on_sent is not None:
+                on_sent(request)
+            for item in items:
+                assembler.add(item)
+                if isinstance(item, Chunk) and on_chunk is not None:
+                    on_chunk(item)
+                if time.monotonic() > deadline and not assembler.finished:
+                    raise StreamTimeout(f"request {request_id} not finished within {timeout_s:g} s")
+            if not assembler.finished:
+                raise StreamTimeout(f"request {request_id} not finished within {timeout_s:g} s")
+            return assembler.mp4()
+        finally:
+            # The stream's consumer is closed before its topic is deleted, whatever happened: librdkafka
+            # crashes the process (SIGSEGV) when a topic it is still assigned is deleted.
+            items.close()
+            if transient:
+                self._session_admin().delete([topic])
+
+    def _session_admin(self) -> TopicAdmin:
+        if self._admin is None:
+            self._admin = TopicAdmin(self.settings)
+        return self._admin
+
+    @staticmethod
+    def _wait_for_topic(consumer: Consumer, topic: str, timeout_s: float | None) -> None:
+        """Session topics are created on demand: assigning one that does not exist yet would only error."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                if topic in consumer.list_topics(timeout=5).topics:
+                    return
+            except KafkaException as error:
+                raise ProduceError(f"broker unreachable: {error}") from error
+            if deadline is not None and time.monotonic() > deadline:
+                raise StreamTimeout(f"session topic {topic} did not appear within {timeout_s:g} s")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _poll_items(consumer: Consumer, topic: str, timeout_s: float | None) -> Iterator[StreamItem]:
+        last_arrival = time.monotonic()
+        while True:
+            message: Message | None = consumer.poll(0.05)
+            if message is None:
+                if timeout_s is not None and time.monotonic() - last_arrival > timeout_s:
+                    raise StreamTimeout(f"nothing arrived on {topic} for {timeout_s:g} s")
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    log.warning("session stream error", extra={"topic": topic, "error": str(error)})
+                continue
+            last_arrival = time.monotonic()
+            item = decode_session_record(message.value() or b"", message.offset() or 0)
+            if item is not None:
+                yield item
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.producer.flush(timeout_s)

@@ -1,0 +1,49 @@
+"""The cached face data of a registered avatar: what registration writes and the lip-sync engines read.
+
+Everything the engines need is here, so inference never detects a face. The format is versioned:
+a cache entry written with another ``FACE_DATA_VERSION`` is recomputed from the source, never misread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+FACE_DATA_VERSION = 1
+LANDMARK_COUNT = 68  # iBUG 300-W layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67
+
+RgbFrame = npt.NDArray[np.uint8]  # (height, width, 3), RGB
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """One avatar frame with its face: pixel box and 68 landmarks in frame coordinates."""
+
+    image: RgbFrame
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
+    landmarks: npt.NDArray[np.float32]  # (68, 2) x, y
+
+
+@dataclass(frozen=True)
+class AvatarFaceData:
+    """All frames of an avatar (one for a photo, many for a GIF or video), ready for rendering."""
+
+    avatar_id: str
+    frames: tuple[FaceFrame, ...]
+    source_fps: float | None = None  # None for a still photo
+    version: int = FACE_DATA_VERSION
+    extras: dict[str, bytes] = field(default_factory=dict)  # engine-specific precomputed data
+
+    @property
+    def width(self) -> int:
+        return int(self.frames[0].image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames[0].image.shape[0])
+
+    @property
+    def is_still(self) -> bool:
+        return len(self.frames) == 1

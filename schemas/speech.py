@@ -1,0 +1,73 @@
+"""Schema v2 of ``avatar.speech``: one speech segment (enveloped metadata + PCM16 mono bytes; v1 still read).
+
+v2 (issue 5) appends the same audio at 16 kHz for lip-sync after the playback-rate audio; v1 segments carry
+only the playback audio. Both parse; `lipsync_pcm16` is empty for v1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas import envelope
+from schemas.common import AvatarId, Language, RequestId, SessionId
+
+TOPIC = "avatar.speech"
+
+
+class SpeechSegmentMeta(BaseModel):
+    """Where a segment sits in its request and what its audio is."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: Literal[1, 2] = 2
+    request_id: RequestId
+    session_id: SessionId
+    avatar_id: AvatarId
+    segment_index: int = Field(ge=0)
+    is_last: bool
+    text: str = Field(description="the text of this segment as written, for subtitles")
+    spoken: str = Field(description="what was actually spoken (numbers as words, ...)")
+    language: Language
+    sample_rate: int = Field(ge=8000, le=48000)
+    sample_count: int = Field(ge=0)
+    start_ms: int = Field(ge=0, description="media time of the segment's first sample within the request")
+    start_sample: int | None = Field(default=None, ge=0, description="the same, exactly: samples before this "
+                                     "segment in the request (lets a restarted lip-sync worker resume)")
+    created_at_ms: int | None = None
+    # v2: the same audio at the lip-sync rate follows the playback audio in the payload
+    lipsync_sample_rate: int | None = Field(default=None, ge=8000, le=48000)
+    lipsync_sample_count: int = Field(default=0, ge=0)
+    speech_ms: int | None = Field(default=None, ge=0, description="speech before the trailing pause (subtitle)")
+    engine: str | None = Field(default=None, description="the TTS backend that spoke this segment")
+
+    @model_validator(mode="after")
+    def _rate_fits_the_video_clock(self) -> SpeechSegmentMeta:
+        if self.sample_rate % 25:
+            raise ValueError(f"sample_rate {self.sample_rate} is not a multiple of 25 (one video frame)")
+        if self.lipsync_sample_count and (self.schema_version < 2 or self.lipsync_sample_rate is None):
+            raise ValueError("lipsync_sample_count needs schema_version 2 and lipsync_sample_rate")
+        return self
+
+
+@dataclass(frozen=True)
+class SpeechSegment:
+    meta: SpeechSegmentMeta
+    pcm16: bytes  # little-endian int16 mono at meta.sample_rate
+    lipsync_pcm16: bytes = b""  # v2: the same audio, little-endian int16 mono at meta.lipsync_sample_rate
+
+    def to_kafka(self) -> bytes:
+        return envelope.pack(self.meta.model_dump_json(exclude_none=True).encode(), self.pcm16 + self.lipsync_pcm16)
+
+    @classmethod
+    def from_kafka(cls, value: bytes) -> SpeechSegment:
+        meta_json, payload = envelope.unpack(value)
+        meta = SpeechSegmentMeta.model_validate_json(meta_json)
+        expected = 2 * (meta.sample_count + meta.lipsync_sample_count)
+        if len(payload) != expected:
+            raise ValueError(f"payload holds {len(payload)} bytes, expected {expected} for "
+                             f"{meta.sample_count} + {meta.lipsync_sample_count} PCM16 samples")
+        split = 2 * meta.sample_count
+        return cls(meta, payload[:split], payload[split:])

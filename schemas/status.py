@@ -1,0 +1,55 @@
+"""Schema v1 of ``avatar.status``: processors announce they are up and serving (for the gateway's /ready)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOPIC = "avatar.status"
+
+
+class AvatarCacheStats(BaseModel):
+    """A lip-sync worker's in-memory avatar cache, as counted since the worker started."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    entries: int = Field(ge=0)
+    bytes: int = Field(ge=0, description="memory held by the cached face data")
+    hits: int = Field(ge=0)
+    misses: int = Field(ge=0, description="loads from PostgreSQL")
+    invalidations: int = Field(0, ge=0, description="avatars forgotten because they were deleted")
+    max_entries: int = Field(ge=1)
+    max_bytes: int = Field(ge=1)
+
+
+class MetricSample(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float
+
+
+class MetricFamily(BaseModel):
+    """One Prometheus metric family of a processor, so the gateway's /metrics can show it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    kind: Literal["counter", "gauge", "histogram", "summary", "info", "stateset", "unknown"]
+    help: str = ""
+    samples: list[MetricSample] = Field(default_factory=list)
+
+
+class ServiceStatus(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: Literal[1] = 1
+    service: str
+    instance: str
+    engine: str | None = None
+    ready: bool
+    ts_ms: int
+    avatar_cache: AvatarCacheStats | None = None  # lip-sync workers only (additive: still v1)
+    metrics: list[MetricFamily] = Field(default_factory=list)  # additive: still v1

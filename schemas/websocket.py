@@ -1,0 +1,104 @@
+"""Schema v1 of the WebSocket protocol at ``/ws/stream``: every client and server message."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.common import AvatarId, Language, RequestId, SessionId
+from schemas.requests import TtsEngineName, VoiceName
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# client → server
+class AvatarSelection(_Message):
+    type: Literal["avatar_selection"]
+    avatar_id: AvatarId
+
+
+class TextInput(_Message):
+    type: Literal["text_input"]
+    text: str
+    language: str | None = Field(default=None, description="'fa', 'en', or absent for auto-detect")
+    tts: TtsEngineName | None = Field(default=None, description="TTS backend; absent = the default")
+    voice: VoiceName | None = Field(default=None, description="a voice of that backend")
+
+
+class Interrupt(_Message):
+    """Barge-in: stop the session's requests in flight; no further chunk of them is sent."""
+
+    type: Literal["interrupt"]
+    request_id: RequestId | None = Field(default=None, description="only this request; all in flight if absent")
+
+
+class Resume(_Message):
+    """Re-attach to a session after a dropped connection or on another gateway; nothing is sent twice."""
+
+    type: Literal["resume"]
+    session_id: SessionId
+    cursor: int | None = Field(default=None, ge=-1, le=2**62, description="the `cursor` of the last event received")
+    request_id: RequestId | None = Field(default=None, description="with `seq`: the last chunk received")
+    seq: int | None = Field(default=None, ge=0)
+
+
+class Ping(_Message):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[AvatarSelection | TextInput | Interrupt | Resume | Ping, Field(discriminator="type")]
+CLIENT_MESSAGE = TypeAdapter(ClientMessage)
+CLIENT_TYPES = ("avatar_selection", "text_input", "interrupt", "resume", "ping")
+
+
+# server → client
+class SessionReady(_Message):
+    type: Literal["session_ready"] = "session_ready"
+    session_id: str
+    avatar_id: AvatarId
+    resumed: bool = False
+
+
+class RequestAccepted(_Message):
+    type: Literal["request_accepted"] = "request_accepted"
+    request_id: RequestId
+    language: Language | None = None
+    queued_behind: int = Field(default=0, description="requests of this session still playing before this one")
+
+
+class VideoChunk(_Message):
+    type: Literal["video_chunk"] = "video_chunk"
+    request_id: RequestId
+    seq: int
+    pts_ms: int
+    duration_ms: int
+    data: str = Field(description="base64 of the fragmented-MP4 bytes")
+    mime: str
+    is_last: bool
+    text: str | None = None
+    cursor: int = Field(description="position in the session's stream; send it back in `resume`")
+
+
+class Error(_Message):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    request_id: RequestId | None = None
+    cursor: int | None = None
+
+
+class Interrupted(_Message):
+    type: Literal["interrupted"] = "interrupted"
+    request_ids: list[RequestId]
+
+
+class Pong(_Message):
+    type: Literal["pong"] = "pong"
+    ts_ms: int
+
+
+ServerMessage = Annotated[SessionReady | RequestAccepted | VideoChunk | Error | Interrupted | Pong,
+                          Field(discriminator="type")]

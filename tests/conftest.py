@@ -1,0 +1,42 @@
+"""Shared fixtures: a real embedded Kafka-protocol broker and a real, throw-away PostgreSQL database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from infra.broker import EmbeddedBroker, free_port
+from infra.migrations import throwaway_database
+from infra.settings import Settings
+from tests.integration.stack import RunningStack, start_stack, stop_stack
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    embedded = EmbeddedBroker(free_port()).start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database per test run, migrated; dropped afterwards."""
+    with throwaway_database("avatar_test", embedded_dir="test-pg") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def stack(broker: EmbeddedBroker, database_url: str) -> Iterator[RunningStack]:
+    """The whole service started as `make run` starts it, shared by the integration and browser tests."""
+    running = start_stack(broker.bootstrap, database_url, free_port())
+    yield running
+    assert stop_stack(running) == 0, "Ctrl-C must stop every service cleanly"
+
+
+@pytest.fixture(scope="session")
+def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
+    return Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, port=free_port(),
+                    log_level="WARNING")
