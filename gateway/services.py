@@ -41,7 +41,8 @@ class Services:
         """Connect to everything or fail loudly now, not on the first request."""
         ensure_database(settings.database_url)
         migrate(settings.database_url)
-        pool = open_pool(settings.database_url, settings.database_pool_size, name="gateway")
+        pool = open_pool(settings.database_url, settings.database_pool_size, name="gateway",
+                         acquire_timeout_s=settings.database_acquire_timeout_s)
         admin = TopicAdmin(settings)
         admin.ensure_pipeline_topics()
         producer = AvatarProducer(settings)

@@ -75,8 +75,9 @@ def _redact(url: str) -> str:
     return url
 
 
-def open_pool(url: str, size: int, *, wait: bool = True, name: str = "avatar") -> ConnectionPool:
-    pool = ConnectionPool(url, min_size=1, max_size=size, open=True, name=name, timeout=10,
+def open_pool(url: str, size: int, *, wait: bool = True, name: str = "avatar",
+              acquire_timeout_s: float = 10.0) -> ConnectionPool:
+    pool = ConnectionPool(url, min_size=1, max_size=size, open=True, name=name, timeout=acquire_timeout_s,
                           kwargs={"autocommit": True, "connect_timeout": 5})
     if wait:
         try:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/avatar"
     database_fallback_embedded: bool = True
     database_pool_size: int = Field(8, ge=1, le=200)
+    database_acquire_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="how long a request waits for a pooled connection before a 503: short, "
+        "so an outage answers 'database_unavailable' at once instead of holding clients")
 
     # Requests
     max_text_chars: int = Field(2000, ge=1, le=100_000)

@@ -97,8 +97,9 @@ class LipSyncProcessor:
 
 def create(settings: Settings) -> LipSyncProcessor:
     ensure_database(settings.database_url)
-    store = AvatarStore(open_pool(settings.database_url, settings.database_pool_size, name="lipsync"),
-                        face_keyring(settings))
+    pool = open_pool(settings.database_url, settings.database_pool_size, name="lipsync",
+                     acquire_timeout_s=settings.database_acquire_timeout_s)
+    store = AvatarStore(pool, face_keyring(settings))
     processor = LipSyncProcessor(settings, build_engine(settings), store)
     processor.app.admin.ensure_pipeline_topics()
     processor.control = ControlListener(settings, processor.interrupts).start()

@@ -49,6 +49,8 @@ def processor(own_settings: Settings) -> Iterator[None]:
     assert thread is not None and running.app.assigned.wait(30), "the processor never got its partitions"
     yield
     running.app.stop()
+    if running.control is not None:
+        running.control.stop()  # its consumer would otherwise retry the stopped broker for the rest of the run
     thread.join(15)
     running = thread = None  # the thread's target holds the app, and the app its clients
     gc.collect()
