@@ -8,6 +8,7 @@ import cv2
 from skimage import data as skimage_data
 
 from infra.avatar_store import AvatarStore
+from infra.crypto import FaceDataDecryptionError
 from processors.registration import analyse_upload
 from schemas.avatar import FACE_DATA_VERSION
 
@@ -23,8 +24,9 @@ def sample_png() -> bytes:
 
 
 def ensure_sample_avatar(store: AvatarStore, avatar_id: str) -> bool:
-    """Register the sample unless a current-format copy is stored; returns True if it registered now."""
-    if store.current_version(avatar_id) == FACE_DATA_VERSION:
+    """Register the sample unless a current-format copy readable with today's keys is stored; returns True if
+    it registered now."""
+    if store.current_version(avatar_id) == FACE_DATA_VERSION and _readable(store, avatar_id):
         return False
     source = sample_png()
     result = analyse_upload(source, avatar_id=avatar_id)
@@ -33,4 +35,16 @@ def ensure_sample_avatar(store: AvatarStore, avatar_id: str) -> bool:
                media_kind=result.media_kind, source=source, source_width=result.source_width,
                source_height=result.source_height, quality_report=result.report.to_dict(), replace=True)
     log.info("sample avatar registered", extra={"avatar_id": avatar_id, "analysis_ms": result.analysis_ms})
+    return True
+
+
+def _readable(store: AvatarStore, avatar_id: str) -> bool:
+    # FACE_DATA_KEYS replaced without a rotation: the bundled sample can always be analysed again, unlike a
+    # user's avatar, which stays unreadable until the old key is put back.
+    try:
+        store.first_frame(avatar_id)
+    except FaceDataDecryptionError:
+        log.warning("stored sample avatar unreadable with FACE_DATA_KEYS; registering it again",
+                    extra={"avatar_id": avatar_id})
+        return False
     return True

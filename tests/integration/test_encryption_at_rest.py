@@ -206,3 +206,18 @@ def test_outside_dev_mode_the_gateway_refuses_to_start_without_a_face_data_key(
                              timeout=60, cwd=PROJECT_ROOT)
     assert started.returncode != 0
     assert "FACE_DATA_KEYS" in started.stderr and "must be set" in started.stderr
+
+
+def test_the_sample_avatar_is_registered_again_when_the_keys_changed_without_a_rotation(
+        pool: ConnectionPool) -> None:
+    from gateway.sample_avatar import ensure_sample_avatar
+
+    sample_id = f"sample-{uuid.uuid4().hex[:8]}"
+    old_keys, new_keys = AvatarStore(pool, FaceKeyring([KEY_1])), AvatarStore(pool, FaceKeyring([KEY_2]))
+    try:
+        assert ensure_sample_avatar(old_keys, sample_id) is True
+        assert ensure_sample_avatar(old_keys, sample_id) is False, "a readable current copy is kept"
+        assert ensure_sample_avatar(new_keys, sample_id) is True, "bundled, so analysed again under the new key"
+        assert new_keys.load_face_data(sample_id).frames
+    finally:
+        new_keys.delete(sample_id)
