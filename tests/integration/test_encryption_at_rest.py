@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 from skimage import data as skimage_data
 
-from gateway.sample_avatar import sample_png
+from gateway.sample_avatar import ensure_sample_avatar, sample_png
 from infra.avatar_store import AvatarStore
 from infra.broker import EmbeddedBroker, free_port
 from infra.crypto import FaceDataDecryptionError, FaceKeyring, new_key
@@ -210,8 +210,6 @@ def test_outside_dev_mode_the_gateway_refuses_to_start_without_a_face_data_key(
 
 def test_the_sample_avatar_is_registered_again_when_the_keys_changed_without_a_rotation(
         pool: ConnectionPool) -> None:
-    from gateway.sample_avatar import ensure_sample_avatar
-
     sample_id = f"sample-{uuid.uuid4().hex[:8]}"
     old_keys, new_keys = AvatarStore(pool, FaceKeyring([KEY_1])), AvatarStore(pool, FaceKeyring([KEY_2]))
     try:
