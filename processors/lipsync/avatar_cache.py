@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from infra.face_frames import resident_bytes
 from infra.settings import Settings
 from processors.common.broadcast import BroadcastListener
+from processors.lipsync.bounded_cache import BoundedCache
 from schemas.avatar import AvatarFaceData
 from schemas.avatar_events import AvatarInvalidated
 from schemas.status import AvatarCacheStats
@@ -19,12 +18,6 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[[str], AvatarFaceData]
 Sizer = Callable[[AvatarFaceData], int]
-
-
-@dataclass
-class _Entry:
-    face_data: AvatarFaceData
-    size: int  # at insertion; frames decoded later add a bounded amount (see infra/face_frames.py)
 
 
 class AvatarCache:
@@ -39,66 +32,59 @@ class AvatarCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.sizer = sizer
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._bytes = 0
+        # Sizes are taken at insertion; frames decoded later add a bounded amount (see infra/face_frames.py).
+        self._entries: BoundedCache[str, AvatarFaceData] = BoundedCache(max_bytes, max_entries=max_entries)
         # Bumped by forget(): a load that started before the avatar was deleted must not re-insert it.
         self._epochs: dict[str, int] = {}
+        # Makes "check the epoch, then insert" and "bump the epoch, then drop" each one step.
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
         self.invalidations = 0
 
     def get(self, avatar_id: str) -> AvatarFaceData:
         with self._lock:
             found = self._entries.get(avatar_id)
             if found is not None:
-                self._entries.move_to_end(avatar_id)
-                self.hits += 1
-                return found.face_data
+                return found
             epoch = self._epochs.get(avatar_id, 0)
         face_data = self.loader(avatar_id)  # outside the lock: a slow load must not block hits
-        entry = _Entry(face_data, self.sizer(face_data))
+        size = self.sizer(face_data)
         with self._lock:
-            self.misses += 1
             if self._epochs.get(avatar_id, 0) == epoch:
-                self._insert(avatar_id, entry)
+                self._entries.put(avatar_id, face_data, size=size)
         return face_data
 
     def forget(self, avatar_id: str) -> bool:
         """Drop the avatar; returns whether it was cached."""
         with self._lock:
             self._epochs[avatar_id] = self._epochs.get(avatar_id, 0) + 1
-            entry = self._entries.pop(avatar_id, None)
-            if entry is None:
+            if self._entries.pop(avatar_id) is None:
                 return False
-            self._bytes -= entry.size
             self.invalidations += 1
             return True
 
     def stats(self) -> AvatarCacheStats:
         with self._lock:
-            cached = [entry.face_data for entry in self._entries.values()]
+            cached = self._entries.values()
             hits, misses, invalidations = self.hits, self.misses, self.invalidations
+        # Measured again rather than the sizes at insertion, so decoded frames count too.
         return AvatarCacheStats(entries=len(cached), bytes=sum(self.sizer(f) for f in cached), hits=hits,
                                 misses=misses, invalidations=invalidations, max_entries=self.max_entries,
                                 max_bytes=self.max_bytes)
-
-    def _insert(self, avatar_id: str, entry: _Entry) -> None:
-        previous = self._entries.pop(avatar_id, None)
-        if previous is not None:
-            self._bytes -= previous.size
-        self._entries[avatar_id] = entry
-        self._bytes += entry.size
-        # The newest entry stays even alone over budget: the session asking for it needs it now.
-        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
-            _, evicted = self._entries.popitem(last=False)
-            self._bytes -= evicted.size
 
     def __contains__(self, avatar_id: str) -> bool:
         return avatar_id in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def hits(self) -> int:
+        return self._entries.hits
+
+    @property
+    def misses(self) -> int:
+        """Lookups that went to the loader (PostgreSQL)."""
+        return self._entries.misses
 
     @property
     def hit_rate(self) -> float:

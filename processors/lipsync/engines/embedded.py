@@ -13,11 +13,10 @@ including a redelivered one, renders the same on any worker.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from processors.lipsync.audio_features import mouth_track
+from processors.lipsync.bounded_cache import BoundedCache
 from processors.lipsync.engines.base import AUDIO_RATE, FPS, RenderJob
 from processors.lipsync.mouth_warp import Pose, WarpPlan, WarpSettings, build_plan, warp_frame
 from schemas.avatar import AvatarFaceData, RgbFrame
@@ -80,10 +79,7 @@ class EmbeddedEngine:
     ) -> None:
         self._settings = settings or WarpSettings()
         self._idle_motion = idle_motion
-        self._cache_bytes = cache_bytes
-        self._plans: OrderedDict[PlanKey, WarpPlan] = OrderedDict()
-        self._cached_bytes = 0
-        self._lock = threading.Lock()
+        self._plans: BoundedCache[PlanKey, WarpPlan] = BoundedCache(cache_bytes)
 
     def prepare(self, avatar: AvatarFaceData) -> None:
         """Precompute the warp of every frame now (e.g. when a session selects the avatar), so the first
@@ -129,19 +125,10 @@ class EmbeddedEngine:
             idle,
             frame.landmarks.tobytes(),
         )
-        with self._lock:
-            plan = self._plans.get(key)
-            if plan is not None:
-                self._plans.move_to_end(key)
-                return plan
-        # Built outside the lock: two threads racing on one frame only build it twice, nobody waits.
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        # Built outside the cache's lock: two threads racing on one frame only build it twice, nobody waits.
         plan = build_plan(frame.image, frame.landmarks, self._settings, idle_motion=idle)
-        with self._lock:
-            if key not in self._plans:
-                self._plans[key] = plan
-                self._cached_bytes += plan.nbytes
-            # The newest plan always stays, even alone over budget, or every frame would rebuild it.
-            while self._cached_bytes > self._cache_bytes and len(self._plans) > 1:
-                _, evicted = self._plans.popitem(last=False)
-                self._cached_bytes -= evicted.nbytes
+        self._plans.put(key, plan, size=plan.nbytes)
         return plan

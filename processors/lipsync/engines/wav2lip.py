@@ -17,9 +17,7 @@ inputs depend only on the avatar frame, so they are made once per frame and cach
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from infra.settings import Settings
+from processors.lipsync.bounded_cache import BoundedCache
 from processors.lipsync.engines.base import FPS, SAMPLES_PER_FRAME, RenderJob
 from processors.lipsync.engines.embedded import pingpong_index
 from processors.lipsync.mel import HOP, MEL_STEP, N_FFT, mel_windows
@@ -133,10 +132,7 @@ class Wav2LipEngine:
                                     gpu_memory_limit=gpu_memory_limit)
         self.signature = check_signature(self.session, self.model_path)
         self.provider = self.session.get_providers()[0]
-        self._cache_bytes = cache_bytes
-        self._plans: OrderedDict[PlanKey, FacePlan] = OrderedDict()
-        self._cached_bytes = 0
-        self._lock = threading.Lock()
+        self._plans: BoundedCache[PlanKey, FacePlan] = BoundedCache(cache_bytes)
         self.calibration: dict[int, float] = {}  # seconds per frame by batch size, when calibrated
         self.batch_size = self._choose_batch_size(batch_size)
 
@@ -219,19 +215,11 @@ class Wav2LipEngine:
         # The landmark bytes make a re-registered avatar (same id, new face) miss instead of misfit; the
         # image itself stays out of the key, as reading it may decode a cached JPEG.
         key: PlanKey = (avatar.avatar_id, avatar.version, index, frame.box, frame.landmarks.tobytes())
-        with self._lock:
-            found = self._plans.get(key)
-            if found is not None:
-                self._plans.move_to_end(key)
-                return found
+        found = self._plans.get(key)
+        if found is not None:
+            return found
         plan = make_face_plan(frame.image, frame.box, self.pads, chin_y=_chin_y(frame))
-        with self._lock:
-            if key not in self._plans:
-                self._plans[key] = plan
-                self._cached_bytes += plan.nbytes
-            while self._cached_bytes > self._cache_bytes and len(self._plans) > 1:
-                _, evicted = self._plans.popitem(last=False)
-                self._cached_bytes -= evicted.nbytes
+        self._plans.put(key, plan, size=plan.nbytes)
         return plan
 
     # Model running
