@@ -56,6 +56,18 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not answer within the start-up wait."""
 
 
+class TopicConfigError(RuntimeError):
+    """The broker refused the topic settings (e.g. more replicas than brokers): a misconfiguration."""
+
+
+def topic_specs(settings: Settings, topics: Iterable[tuple[str, int]]) -> list[NewTopic]:
+    """How every topic of ours is created: (name, partitions) with the configured replication."""
+    config = {"max.message.bytes": str(settings.kafka_max_message_bytes),
+              "min.insync.replicas": str(settings.kafka_min_insync_replicas)}
+    return [NewTopic(name, num_partitions=parts, replication_factor=settings.kafka_replication_factor,
+                     config=config) for name, parts in topics]
+
+
 class TopicAdmin:
     """Creates topics once and remembers which exist, so hot paths don't ask the broker again."""
 
@@ -70,17 +82,19 @@ class TopicAdmin:
         wanted = [(name, parts) for name, parts in topics if name not in self._known]
         if not wanted:
             return
-        futures = self.client.create_topics(
-            [NewTopic(name, num_partitions=parts, replication_factor=1,
-                      config={"max.message.bytes": str(self.settings.kafka_max_message_bytes)})
-             for name, parts in wanted],
-            operation_timeout=timeout_s, request_timeout=timeout_s,
-        )
+        futures = self.client.create_topics(topic_specs(self.settings, wanted),
+                                            operation_timeout=timeout_s, request_timeout=timeout_s)
         for name, future in futures.items():
             try:
                 future.result(timeout=timeout_s)
             except KafkaException as error:
-                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                code = error.args[0].code()
+                if code == KafkaError.INVALID_REPLICATION_FACTOR:
+                    raise TopicConfigError(
+                        f"cannot create topic {name!r} with KAFKA_REPLICATION_FACTOR="
+                        f"{self.settings.kafka_replication_factor}: the cluster has fewer brokers "
+                        f"({error.args[0].str()})") from error
+                if code != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
             with self._lock:
                 self._known.add(name)

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     kafka_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
     kafka_session_timeout_ms: int = Field(6000, ge=1000)
     startup_wait_s: float = Field(60.0, ge=0, description="how long a service waits for the broker at start-up")
+    # Topics the services create (pipeline and per-session). On a cluster: 3 and 2, so a broker can fail
+    # without losing an acknowledged chunk (producers use acks=all). The embedded broker is one node: 1 and 1.
+    kafka_replication_factor: int = Field(1, ge=1, le=16)
+    kafka_min_insync_replicas: int = Field(1, ge=1, le=16)
 
     # PostgreSQL: the local server by default; the database is created if missing
     database_url: str = "postgresql://postgres@127.0.0.1:5432/avatar"
@@ -192,6 +196,13 @@ class Settings(BaseSettings):
         if self.face_data_key is not None and self.face_data_keys is not None:
             raise ValueError("set FACE_DATA_KEYS or FACE_DATA_KEY, not both "
                              "(FACE_DATA_KEY=K is FACE_DATA_KEYS=default:K)")
+        return self
+
+    @model_validator(mode="after")
+    def _min_insync_fits_the_replicas(self) -> Settings:
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(f"KAFKA_MIN_INSYNC_REPLICAS ({self.kafka_min_insync_replicas}) cannot exceed "
+                             f"KAFKA_REPLICATION_FACTOR ({self.kafka_replication_factor}): no write would succeed")
         return self
 
     @field_validator("kafka_bootstrap_servers")

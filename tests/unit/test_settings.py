@@ -40,3 +40,10 @@ def test_unknown_engine_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIPSYNC_ENGINE", "magic")
     with pytest.raises(SettingsError, match="LIPSYNC_ENGINE='magic'"):
         load_settings()
+
+
+def test_more_in_sync_replicas_than_replicas_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_REPLICATION_FACTOR", "2")
+    monkeypatch.setenv("KAFKA_MIN_INSYNC_REPLICAS", "3")
+    with pytest.raises(SettingsError, match=r"KAFKA_MIN_INSYNC_REPLICAS \(3\) cannot exceed"):
+        load_settings()
