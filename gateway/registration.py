@@ -28,6 +28,7 @@ from processors.registration import (
 )
 from processors.registration.analyse import default_analyser
 from processors.registration.insightface import InsightFaceAnalyser
+from schemas.avatar import VoiceChoice
 from schemas.avatar_events import AvatarInvalidated
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class RegistrationRequest:
     description: str
     data: bytes
     filename: str | None = None
+    default_voice: VoiceChoice = field(default_factory=VoiceChoice)  # checked against the enabled backends
 
 
 @dataclass
@@ -232,10 +234,11 @@ class Registrar:
             result.face_data, user_id=request.user_id, name=request.name, description=request.description,
             media_kind=result.media_kind, source=request.data, source_width=result.source_width,
             source_height=result.source_height, quality_report=result.report.to_dict(),
-            audit=None if actor is None else AuditEntry(
+            default_voice=request.default_voice, audit=None if actor is None else AuditEntry(
                 AVATAR_REGISTERED, actor, avatar_id=job.avatar_id, subject_user_id=request.user_id,
                 details={"name": request.name, "media_kind": result.media_kind, "frames": result.frame_count,
-                         "upload_bytes": len(request.data)}),
+                         "upload_bytes": len(request.data),
+                         **request.default_voice.model_dump(exclude_none=True)}),
         )
         log.info("avatar registered", extra={"avatar_id": job.avatar_id, "frames": result.frame_count,
                                              "analysis_ms": round(result.analysis_ms, 1)})

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 from infra.audit import AuditEntry, write_entry
 from infra.crypto import FaceKeyring
 from infra.face_frames import FramePack, PackedFaceFrame, decode_frame
-from schemas.avatar import FACE_DATA_VERSION, LANDMARK_COUNT, AvatarFaceData, FaceFrame
+from schemas.avatar import FACE_DATA_VERSION, LANDMARK_COUNT, AvatarFaceData, FaceFrame, VoiceChoice
 
 
 class AvatarNotFound(LookupError):
@@ -53,6 +53,12 @@ class AvatarRecord:
     face_data_version: int
     created_at: datetime
     face_data_bytes: int  # the stored frames, compressed
+    tts: str | None = None  # the default voice: backend and voice its requests use unless they name their own
+    voice: str | None = None
+
+    @property
+    def default_voice(self) -> VoiceChoice:
+        return VoiceChoice.model_validate({"tts": self.tts, "voice": self.voice})
 
     def to_dict(self) -> dict[str, Any]:
         out = self.__dict__.copy()
@@ -62,7 +68,7 @@ class AvatarRecord:
 
 _RECORD_COLUMNS = ("a.avatar_id, a.user_id, a.name, a.description, a.media_kind, a.source_width, a.source_height,"
                    " a.source_fps, a.frame_count, a.width, a.height, a.quality_report, a.face_data_version,"
-                   " a.created_at, coalesce(octet_length(f.frames), 0)")
+                   " a.created_at, coalesce(octet_length(f.frames), 0), a.default_tts, a.default_voice")
 _RECORD_FROM = "avatars a LEFT JOIN avatar_face_data f USING (avatar_id)"
 # Boxes are stored as one blob (so they can be encrypted): N x 4 int32, big-endian, as migration 0004 wrote them.
 _BOX_DTYPE = ">i4"
@@ -77,7 +83,8 @@ class AvatarStore:
 
     def save(self, face_data: AvatarFaceData, *, user_id: str, name: str, description: str, media_kind: str,
              source: bytes, source_width: int, source_height: int, quality_report: dict[str, Any],
-             replace: bool = False, audit: AuditEntry | None = None) -> AvatarRecord:
+             default_voice: VoiceChoice | None = None, replace: bool = False,
+             audit: AuditEntry | None = None) -> AvatarRecord:
         """Store an avatar and all its frames in one transaction (nothing half-stored), with its audit entry.
 
         Raises AvatarNameTaken when the user already has an avatar of that name.
@@ -89,6 +96,7 @@ class AvatarStore:
         frames, frame_sizes = self.keyring.encrypt_frames([bytes(pack.jpeg(i)) for i in range(len(pack))],
                                                           avatar_id=face_data.avatar_id)
         key_id = self.keyring.current_id
+        voice = default_voice or VoiceChoice()
         try:
             with self.pool.connection() as conn, conn.transaction():
                 if replace:
@@ -96,12 +104,12 @@ class AvatarStore:
                 conn.execute(
                     "INSERT INTO avatars (avatar_id, user_id, name, description, media_kind, source_sha256,"
                     " source_bytes, source_key_id, source_width, source_height, source_fps, frame_count, width,"
-                    " height, quality_report, face_data_version)"
-                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    " height, quality_report, face_data_version, default_tts, default_voice)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                     (face_data.avatar_id, user_id, name, description, media_kind, hashlib.sha256(source).hexdigest(),
                      sealed["source"], key_id, source_width, source_height, face_data.source_fps,
                      len(face_data.frames), face_data.width, face_data.height, Jsonb(quality_report),
-                     face_data.version),
+                     face_data.version, voice.tts, voice.voice),
                 )
                 conn.execute("INSERT INTO avatar_face_data (avatar_id, frame_sizes, frames, boxes, landmarks, key_id)"
                              " VALUES (%s, %s, %s, %s, %s, %s)",
@@ -138,6 +146,25 @@ class AvatarStore:
         with self.pool.connection() as conn:
             row = conn.execute("SELECT user_id FROM avatars WHERE avatar_id = %s", (avatar_id,)).fetchone()
         return None if row is None else str(row[0])
+
+    def owner_and_voice(self, avatar_id: str) -> tuple[str, VoiceChoice] | None:
+        """Who registered the avatar and its default voice, in one query; None if there is no such avatar."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT user_id, default_tts, default_voice FROM avatars WHERE avatar_id = %s",
+                               (avatar_id,)).fetchone()
+        if row is None:
+            return None
+        return str(row[0]), VoiceChoice.model_validate({"tts": row[1], "voice": row[2]})
+
+    def set_default_voice(self, avatar_id: str, voice: VoiceChoice, audit: AuditEntry | None = None) -> AvatarRecord:
+        """Change the avatar's default voice and record who did, in one transaction."""
+        with self.pool.connection() as conn, conn.transaction():
+            if conn.execute("UPDATE avatars SET default_tts = %s, default_voice = %s WHERE avatar_id = %s",
+                            (voice.tts, voice.voice, avatar_id)).rowcount == 0:
+                raise AvatarNotFound(avatar_id)
+            if audit is not None:
+                write_entry(conn, audit)
+        return self.record(avatar_id)
 
     def current_version(self, avatar_id: str) -> int | None:
         with self.pool.connection() as conn:

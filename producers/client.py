@@ -16,7 +16,7 @@ from infra.settings import Settings
 from schemas.common import Language, new_id
 from schemas.control import Interrupt
 from schemas.envelope import EnvelopeError
-from schemas.requests import TextRequest
+from schemas.requests import TextRequest, TtsEngineName
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,11 @@ class AvatarProducer:
             raise ProduceError(f"broker unreachable: {error}") from error
 
     def send_text(self, *, session_id: str, avatar_id: str, text: str, language: Language | None = None,
-                  request_id: str | None = None, wait: bool = True) -> TextRequest:
+                  request_id: str | None = None, wait: bool = True, tts: TtsEngineName | None = None,
+                  voice: str | None = None) -> TextRequest:
         fields: dict[str, Any] = {"session_id": session_id, "avatar_id": avatar_id, "text": text,
-                                  "language": language, "created_at_ms": int(time.time() * 1000)}
+                                  "language": language, "created_at_ms": int(time.time() * 1000), "tts": tts,
+                                  "voice": voice}
         if request_id:
             fields["request_id"] = request_id
         request = TextRequest(**fields)

@@ -1,7 +1,9 @@
-"""The cached face data of a registered avatar: what registration writes and the lip-sync engines read.
+"""A registered avatar's stored data: its cached face data and its default voice.
 
-Everything the engines need is here, so inference never detects a face. The format is versioned:
-a cache entry written with another ``FACE_DATA_VERSION`` is recomputed from the source, never misread.
+The face data is what registration writes and the lip-sync engines read. Everything the engines need is
+there, so inference never detects a face. The format is versioned: a cache entry written with another
+``FACE_DATA_VERSION`` is recomputed from the source, never misread. The default voice (issue 5) is what
+the avatar's requests speak with when they name no TTS backend or voice of their own.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.requests import TtsEngineName, VoiceName
 
 FACE_DATA_VERSION = 1
 LANDMARK_COUNT = 68  # iBUG 300-W layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67
@@ -47,3 +52,12 @@ class AvatarFaceData:
     @property
     def is_still(self) -> bool:
         return len(self.frames) == 1
+
+
+class VoiceChoice(BaseModel):
+    """A TTS backend and a voice of it, as a request or an avatar's default names them; absent = not chosen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tts: TtsEngineName | None = Field(default=None, description="TTS backend: espeak, openai or piper")
+    voice: VoiceName | None = Field(default=None, description="a voice of that backend (espeak: a variant like f3)")

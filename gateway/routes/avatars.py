@@ -1,11 +1,12 @@
-"""Avatar HTTP API: register (streamed upload, sync or polled job), list, info, preview, delete, cache status,
-and the registration page."""
+"""Avatar HTTP API: register (streamed upload, sync or polled job), list, info, preview, default voice, delete,
+cache status, and the registration page."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,15 +28,16 @@ from gateway.registration import (
 from gateway.routes.audit import audit_actor
 from gateway.services import Services
 from gateway.upload import UploadError, read_upload
-from infra.audit import AVATAR_DELETED, AuditEntry
+from gateway.voice import VoiceRefused, changed_default, default_for_avatar, parse_voice_choice
+from infra.audit import AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry
 from infra.avatar_store import AvatarNotFound, AvatarRecord
 from processors.registration import RegistrationError, sniff_media_kind
 from processors.registration.media import SNIFF_BYTES
-from schemas.avatar import FaceFrame
+from schemas.avatar import FaceFrame, VoiceChoice
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PAGE_FILES = {"registration.js": "text/javascript", "registration.css": "text/css"}
-_TEXT_FIELDS = frozenset({"avatar_name", "user_id", "description"})
+_TEXT_FIELDS = frozenset({"avatar_name", "user_id", "description", "tts", "voice"})
 
 
 @asynccontextmanager
@@ -83,7 +85,8 @@ def _sniff_or_refuse(head: bytes) -> None:
              responses={202: {"description": "with ?async=true: the job to poll"}})
 async def register(request: Request, who: Caller, running: Running, registry: Registry,
                    respond_async: Annotated[bool, Query(alias="async")] = False) -> JSONResponse:
-    """Multipart fields ``file``, ``avatar_name``, ``user_id``, optional ``description``.
+    """Multipart fields ``file``, ``avatar_name``, ``user_id``, optional ``description``, and optional ``tts`` and
+    ``voice``: the avatar's default voice (a backend enabled here; a voice alone is TTS_ENGINE's).
 
     The upload is read in chunks and refused as soon as it breaks a limit. Answers 201 with the avatar
     and its quality report, or (``?async=true``) 202 with a job to poll at ``/avatar/register/jobs/{id}``.
@@ -94,6 +97,7 @@ async def register(request: Request, who: Caller, running: Running, registry: Re
         if not upload.has_file:
             raise RegistrationRefused(400, "missing_field", "The form field 'file' (the photo or video) is required.")
         form = validate_request(upload.fields, bytes(upload.file), upload.filename)
+        form = replace(form, default_voice=default_for_avatar(parse_voice_choice(upload.fields), running.settings))
         _check_may_register(who, form.user_id)
         if await asyncio.to_thread(running.store.name_taken, form.user_id, form.name):
             raise name_taken(form.user_id, form.name)
@@ -106,6 +110,8 @@ async def register(request: Request, who: Caller, running: Running, registry: Re
         return JSONResponse({"code": refused.code, "message": refused.message}, status_code=refused.http_status)
     except RegistrationRefused as refused:
         return refusal_response(refused)
+    except VoiceRefused as refused:
+        return JSONResponse({"code": refused.code, "message": refused.message}, status_code=400)
     if respond_async:
         body = {**job.snapshot(), "status_url": f"/avatar/register/jobs/{job.job_id}"}
         return JSONResponse(body, status_code=202)
@@ -201,6 +207,30 @@ def preview_jpeg(frame: FaceFrame) -> bytes:
     if not ok:
         raise RuntimeError("preview encoding failed")
     return bytes(jpeg.tobytes())
+
+
+@router.patch("/avatar/{avatar_id}", summary="Change an avatar's default voice (its owner or the admin)")
+async def change_default_voice(avatar_id: str, change: VoiceChoice, who: Caller, running: Running,
+                               request: Request) -> dict[str, Any]:
+    """Body ``{"tts": ..., "voice": ...}``: the fields given replace the default (null clears one); a new backend
+    without a voice drops the old voice. Requests that name their own backend or voice still win.
+    """
+    record = await _visible_record(avatar_id, who, running)
+    if not who.may_manage(record.user_id):
+        raise error(403, "forbidden", "An avatar's default voice is changed by its owner or the admin only "
+                                      "(the shared 'system' avatars: the admin).")
+    try:
+        voice = default_for_avatar(changed_default(record.default_voice, change), running.settings)
+    except VoiceRefused as refused:
+        raise error(400, refused.code, refused.message) from None
+    audit = AuditEntry(AVATAR_VOICE_CHANGED, audit_actor(who, request), avatar_id=avatar_id,
+                       subject_user_id=record.user_id, details={
+                           "from": record.default_voice.model_dump(), "to": voice.model_dump()})
+    try:
+        changed = await asyncio.to_thread(running.store.set_default_voice, avatar_id, voice, audit)
+    except AvatarNotFound:
+        raise not_found(avatar_id) from None
+    return avatar_info(changed)
 
 
 @router.delete("/avatar/{avatar_id}", summary="Delete an avatar and its cached face data everywhere")

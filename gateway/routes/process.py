@@ -15,8 +15,11 @@ from consumers.session_stream import Record
 from gateway.auth import Principal
 from gateway.deps import principal, services
 from gateway.services import Services
+from gateway.voice import effective_voice
 from producers.client import ProduceError, RequestAssembler, StreamItem, decode_session_record
+from schemas.avatar import VoiceChoice
 from schemas.common import AvatarId, Language, new_id
+from schemas.requests import TtsEngineName, VoiceName
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["processing"])
@@ -26,7 +29,7 @@ _topic_deletions: set[asyncio.Task[None]] = set()  # the loop keeps only weak re
 
 # Pipeline error codes (README's protocol table) and the HTTP status each becomes here.
 PIPELINE_STATUS = {"unknown_avatar": 404, "nothing_to_say": 422, "text_too_long": 422, "empty_text": 422,
-                   "unsupported_language": 422}
+                   "unsupported_language": 422, "unknown_voice": 422, "tts_unavailable": 422}
 
 
 class ProcessRequest(BaseModel):
@@ -36,6 +39,10 @@ class ProcessRequest(BaseModel):
                       examples=["سلام، حال شما چطور است؟"])
     avatar_id: AvatarId = Field(description="a registered avatar (GET /avatar/list)", examples=["sample"])
     language: Language | None = Field(default=None, description="'fa' or 'en'; absent: detected from the text")
+    tts: TtsEngineName | None = Field(default=None, description="TTS backend; absent: the avatar's default voice, "
+                                      "else TTS_ENGINE")
+    voice: VoiceName | None = Field(default=None, description="a voice of that backend (espeak: a variant like f3); "
+                                    "absent: the avatar's default voice, else the backend's")
 
 
 class ErrorBody(BaseModel):
@@ -57,7 +64,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error("a bearer token is required outside dev mode, or the token is invalid (`unauthorized`)"),
     404: _error("the avatar does not exist or is not yours (`unknown_avatar`)"),
     422: _error("bad input: `invalid_request` (malformed body, unsupported language), `empty_text`, "
-                     "`text_too_long`, `nothing_to_say` (the text holds nothing speakable)"),
+                     "`text_too_long`, `nothing_to_say` (the text holds nothing speakable), `tts_unavailable` (a "
+                     "backend not enabled here), `unknown_voice`"),
     429: _error("REST_MAX_CONCURRENT renders are already running (`busy`); retry shortly"),
     502: _error("the pipeline failed the request (`tts_failed` or another pipeline code)"),
     503: _error("the broker did not take the request (`unavailable`)"),
@@ -151,28 +159,31 @@ async def process(body: ProcessRequest, request: Request,
                   who: Annotated[Principal, Depends(principal)]) -> Response:
     settings = running.settings
     text = validated_text(body, settings.max_text_chars)
-    owner = await asyncio.to_thread(running.store.owner, body.avatar_id)
-    if owner is None or not who.may_use(owner):  # another user's avatar looks like no avatar
+    found = await asyncio.to_thread(running.store.owner_and_voice, body.avatar_id)
+    if found is None or not who.may_use(found[0]):  # another user's avatar looks like no avatar
         raise problem(404, "unknown_avatar", f"no registered avatar with id '{body.avatar_id}'")
+    voice = effective_voice(VoiceChoice(tts=body.tts, voice=body.voice), found[1], settings.tts_engine)
     slots = RenderSlots.of(request, settings.rest_max_concurrent)
     slots.take()
     request_id = new_id()
     render = TransientRender(running, request_id)
     try:
-        return await render_to_mp4(render, text, body, settings.rest_process_timeout_s)
+        return await render_to_mp4(render, text, body, voice, settings.rest_process_timeout_s)
     finally:
         slots.give_back()
         render.end()
 
 
-async def render_to_mp4(render: TransientRender, text: str, body: ProcessRequest, timeout_s: float) -> Response:
+async def render_to_mp4(render: TransientRender, text: str, body: ProcessRequest, voice: VoiceChoice,
+                        timeout_s: float) -> Response:
     running, request_id = render.running, render.assembler.request_id
     await asyncio.to_thread(running.admin.ensure_session_topic, render.session_id)
     running.stream.listen(render.topic, render.on_record)
     sent_at = time.perf_counter()
     try:
         await asyncio.to_thread(running.producer.send_text, session_id=render.session_id, avatar_id=body.avatar_id,
-                                text=text, language=body.language, request_id=request_id)
+                                text=text, language=body.language, request_id=request_id, tts=voice.tts,
+                                voice=voice.voice)
     except ProduceError as error:
         raise problem(503, "unavailable", f"the request could not be queued: {error}") from None
     try:

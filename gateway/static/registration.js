@@ -103,6 +103,8 @@ function showResult(result) {
   $("result-summary").textContent =
     `${avatar.media_kind}, ${avatar.frame_count} frame(s) of ${avatar.width}×${avatar.height}, analysed in ${seconds} s`;
   $("result-description").textContent = avatar.description;
+  $("result-voice").textContent = avatar.tts ? [avatar.tts, avatar.voice].filter(Boolean).join(" · ")
+    : "the server's default";
   $("preview").src = withToken(avatar.preview_url);
   showReport(result.report);
 }
@@ -148,6 +150,11 @@ async function register(event) {
   form.append("avatar_name", $("avatar-name").value);
   form.append("user_id", $("user-id").value);
   form.append("description", $("description").value);
+  // Optional: the avatar's default voice; left out when empty, so the server's settings decide.
+  for (const field of ["tts", "voice"]) {
+    const value = $(field).value.trim();
+    if (value) form.append(field, value);
+  }
   form.append("file", chosenFile, chosenFile.name);
   $("submit").disabled = true;
   $("progress").hidden = false;

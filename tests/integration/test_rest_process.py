@@ -83,7 +83,8 @@ def test_the_openapi_document_describes_the_endpoint_its_body_and_its_errors(sta
     operation = spec["paths"]["/avatar/process"]["post"]
     assert operation["summary"]
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert set(spec["components"]["schemas"][body_schema]["properties"]) == {"text", "avatar_id", "language"}
+    assert set(spec["components"]["schemas"][body_schema]["properties"]) == {"text", "avatar_id", "language", "tts",
+                                                                         "voice"}
     assert "video/mp4" in operation["responses"]["200"]["content"]
     for status in ("401", "404", "422", "429", "502", "503", "504"):
         assert status in operation["responses"], status
