@@ -19,9 +19,12 @@ from pydantic import ValidationError
 from consumers.session_stream import Record
 from gateway import metrics
 from gateway.auth import ADMIN, Principal
+from gateway.idle_clips import idle_clip_url
 from gateway.ratelimit import caller_key
 from gateway.services import Services
+from gateway.voice import effective_voice
 from producers.client import ProduceError
+from schemas.avatar import VoiceChoice
 from schemas.common import Language, new_id
 from schemas.envelope import EnvelopeError
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
@@ -115,6 +118,8 @@ class StreamSession:
         self.last_seq: OrderedDict[str, int] = OrderedDict()  # per request: duplicates are never forwarded
         self.accepted_at: dict[str, float] = {}  # request → when accepted, until its first chunk
         self.playback_origin: dict[str, float] = {}  # request → when its first chunk went out
+        # Read with the avatar's access check, so text inputs need no database (they go on through an outage).
+        self.avatar_voices: dict[str, VoiceChoice] = {}
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
@@ -167,12 +172,14 @@ class StreamSession:
             self._attach(topic, OFFSET_BEGINNING)
         await asyncio.to_thread(self.services.sessions.open, self.session_id, message.avatar_id,
                                 self.principal.user_id)
-        await self.outbox.put(_dump(SessionReady(session_id=self.session_id, avatar_id=message.avatar_id)))
+        await self.outbox.put(_dump(SessionReady(session_id=self.session_id, avatar_id=message.avatar_id,
+                                                 idle_clip_url=idle_clip_url(message.avatar_id))))
 
     async def _check_avatar(self, avatar_id: str) -> None:
-        owner = await asyncio.to_thread(self.services.store.owner, avatar_id)
-        if owner is None or not self.principal.may_use(owner):  # another user's avatar looks like no avatar
+        found = await asyncio.to_thread(self.services.store.owner_and_voice, avatar_id)
+        if found is None or not self.principal.may_use(found[0]):  # another user's avatar looks like no avatar
             raise ProtocolError("unknown_avatar", f"no registered avatar with id '{avatar_id}'")
+        self.avatar_voices[avatar_id] = found[1]
 
     async def _say(self, message: TextInput) -> None:
         if self.session_id is None or self.avatar_id is None:
@@ -190,12 +197,15 @@ class StreamSession:
             raise ProtocolError("unsupported_language", f"language {message.language!r} is not supported; use "
                                                         f"'fa', 'en', or omit it to auto-detect")
         language = LANGUAGES[message.language]
+        voice = effective_voice(VoiceChoice(tts=message.tts, voice=message.voice),
+                                self.avatar_voices.get(self.avatar_id, VoiceChoice()), self.settings.tts_engine)
         request_id = new_id()
         self.in_flight[request_id] = None  # before producing: its first chunk may come back at once
         self.accepted_at[request_id] = time.perf_counter()
         try:
             await asyncio.to_thread(self.services.producer.send_text, session_id=self.session_id,
-                                    avatar_id=self.avatar_id, text=text, language=language, request_id=request_id)
+                                    avatar_id=self.avatar_id, text=text, language=language, request_id=request_id,
+                                    tts=voice.tts, voice=voice.voice)
         except ProduceError as error:
             self.in_flight.pop(request_id, None)
             self.accepted_at.pop(request_id, None)
@@ -236,7 +246,7 @@ class StreamSession:
         self._attach(self.settings.session_topic(record.session_id), start)
         await asyncio.to_thread(self.services.sessions.touch, [record.session_id])
         await self.outbox.put(_dump(SessionReady(session_id=record.session_id, avatar_id=record.avatar_id,
-                                                 resumed=True)))
+                                                 resumed=True, idle_clip_url=idle_clip_url(record.avatar_id))))
 
     def _attach(self, topic: str, from_offset: int) -> None:
         self.services.stream.listen(topic, self._on_record, from_offset)

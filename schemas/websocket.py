@@ -60,6 +60,11 @@ class SessionReady(_Message):
     session_id: str
     avatar_id: AvatarId
     resumed: bool = False
+    idle_clip_url: str | None = Field(
+        default=None,
+        description="path (on this server, same token) of the avatar's idle loop: an MP4 of a few seconds, mouth "
+                    "closed, whose last frame joins its first; play it muted and looped between utterances",
+        examples=["/avatar/sample/idle.mp4"])
 
 
 class RequestAccepted(_Message):

@@ -255,6 +255,74 @@ class Connection {
   }
 }
 
+/** The avatar's idle clip (``session_ready``'s idle_clip_url), looped muted over the speech video while nothing
+ * is speaking. Fetched with the page's token into a blob, so the request carries the Authorization header; if it
+ * cannot be loaded the element stays hidden and the still (the speech video's poster) shows instead. */
+class IdleLoop {
+  constructor(video, token) {
+    this.video = video;
+    this.token = token;          // () → the access token, read when the clip is fetched
+    this.avatarId = null;
+    this.objectUrl = null;
+    this.state = "none";         // none → loading → ready | failed
+    this.generation = 0;         // a clip that arrives after another avatar was selected is dropped
+    video.addEventListener("error", () => this.fail());
+  }
+
+  /** Fetch and start looping ``url`` for ``avatarId``; a resumed session of the same avatar keeps its clip. */
+  async load(avatarId, url) {
+    if (avatarId === this.avatarId && (this.state === "ready" || this.state === "loading")) return;
+    this.clear();
+    if (!url) return;
+    this.avatarId = avatarId;
+    this.state = "loading";
+    const generation = this.generation;
+    try {
+      const token = this.token();
+      const response = await fetch(url, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const blob = await response.blob();
+      if (generation !== this.generation) return;
+      this.objectUrl = URL.createObjectURL(blob);
+      this.video.src = this.objectUrl;
+      await new Promise((resolve, reject) => {
+        this.video.addEventListener("loadeddata", resolve, { once: true });
+        this.video.addEventListener("error", reject, { once: true });
+      });
+      if (generation === this.generation) this.state = "ready";
+    } catch (error) {
+      if (generation === this.generation) this.fail();
+    }
+  }
+
+  get ready() { return this.state === "ready"; }
+
+  /** Show and play the loop, or hide and pause it (paused, it costs nothing while speech plays). */
+  show(visible) {
+    const on = visible && this.ready;
+    if (this.video.hidden === !on) return;
+    this.video.hidden = !on;
+    if (on) this.video.play().catch(() => {});
+    else this.video.pause();
+  }
+
+  fail() {
+    this.state = "failed";
+    this.video.hidden = true;
+  }
+
+  clear() {
+    this.generation += 1;
+    this.avatarId = null;
+    this.state = "none";
+    this.video.hidden = true;
+    this.video.removeAttribute("src");
+    this.video.load();
+    if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
+    this.objectUrl = null;
+  }
+}
+
 /** The page: requests and their history entries, the timeline, subtitles and the latency figures. */
 class AvatarPlayer {
   constructor() {
@@ -273,6 +341,7 @@ class AvatarPlayer {
     this.lastAdvanceAt = 0;       // when currentTime last moved: tells a halted video from a playing one
     this.errors = [];
     this.timeline = new MediaTimeline(this.video, (error) => this.fail(String(error.message || error)));
+    this.idle = new IdleLoop($("idle-video"), () => $("token").value);
     this.connection = new Connection({
       state: (state) => {
         this.showConnection(state);
@@ -368,6 +437,7 @@ class AvatarPlayer {
     this.cues = [];
     this.video.poster = this.posters.get(avatarId) || "";
     $("placeholder").hidden = this.posters.has(avatarId);
+    this.idle.clear();  // the new avatar's clip comes with its session_ready
     this.connection.select(avatarId);
   }
 
@@ -422,6 +492,7 @@ class AvatarPlayer {
     switch (message.type) {
       case "session_ready":
         if (message.resumed) this.status(`session ${message.session_id.slice(0, 8)} resumed`);
+        this.idle.load(message.avatar_id, message.idle_clip_url);
         break;
       case "request_accepted": {
         const request = this.awaitingAccept.shift();
@@ -542,6 +613,7 @@ class AvatarPlayer {
     }
     this.showSubtitle(now);
     this.showActivity();
+    this.showIdle();
     this.render();
     requestAnimationFrame(() => this.tick());
   }
@@ -578,6 +650,14 @@ class AvatarPlayer {
 
   speaking() {
     return [...this.requests.values()].some((r) => r.state === "playing" || r.state === "queued");
+  }
+
+  /** The idle clip covers the speech video except while speech is on screen: a request still waiting for its
+   * first frame idles on, and the clip returns as soon as the last one is done or stopped. */
+  showIdle() {
+    const speechOnScreen = [...this.requests.values()].some((r) => r.state === "playing" && r.playStartAt !== null);
+    this.idle.show(!speechOnScreen);
+    if (this.idle.ready) $("placeholder").hidden = true;
   }
 
   showActivity() {

@@ -43,6 +43,12 @@ class BoundedCache[K, V]:
             self.hits += 1
             return found[0]
 
+    def peek(self, key: K) -> V | None:
+        """The cached value or None, leaving the order and the counters alone."""
+        with self._lock:
+            found = self._entries.get(key)
+            return None if found is None else found[0]
+
     def put(self, key: K, value: V, size: int | None = None) -> None:
         """Cache ``value`` as the most recently used (replacing any under ``key``), then evict the oldest."""
         if size is None:

@@ -89,7 +89,7 @@ def test_a_persian_sentence_plays_frames_with_its_subtitle_and_latency_shown(
     wait_until_all_done(page, 1)
 
 
-def test_between_utterances_the_avatar_stays_still_on_its_first_frame_poster(
+def test_between_utterances_the_speech_video_rests_and_keeps_its_first_frame_as_the_fallback_still(
         page: Page, stack: RunningStack) -> None:
     open_player(page, stack)
     speak(page, "Hello.", "en")
@@ -97,9 +97,64 @@ def test_between_utterances_the_avatar_stays_still_on_its_first_frame_poster(
     page.wait_for_function("document.getElementById('activity').dataset.state === 'idle'")
     resting = video(page)
     time.sleep(0.5)
-    assert video(page)["time"] == pytest.approx(resting["time"], abs=0.01), "no playback while idle"
+    assert video(page)["time"] == pytest.approx(resting["time"], abs=0.01), "no speech playback while idle"
     assert page.evaluate("document.getElementById('video').poster").startswith("data:image/jpeg")
     assert page.is_hidden("#placeholder")
+
+
+IDLE_STATE = """() => {
+  const v = document.getElementById('idle-video');
+  return {hidden: v.hidden, time: v.currentTime, paused: v.paused, loop: v.loop, muted: v.muted,
+          duration: v.duration, src: v.currentSrc};
+}"""
+
+
+def idle_video(page: Page) -> dict[str, Any]:
+    state: dict[str, Any] = page.evaluate(IDLE_STATE)
+    return state
+
+
+def test_the_idle_clip_loops_after_selection_hides_while_speech_plays_and_comes_back_after(
+        page: Page, stack: RunningStack) -> None:
+    open_player(page, stack)
+    page.wait_for_function("() => { const v = document.getElementById('idle-video');"
+                           " return !v.hidden && v.currentTime > 0.3; }", timeout=20_000)
+    first = idle_video(page)
+    time.sleep(0.5)
+    later = idle_video(page)
+    assert later["time"] > first["time"] + 0.2 and not later["paused"], (first, later)
+    assert later["loop"] and later["muted"] and later["src"].startswith("blob:")
+    assert 2 <= later["duration"] <= 10, "a few seconds"
+    assert page.is_hidden("#placeholder"), "the idle avatar replaces the placeholder text"
+    boxes = page.evaluate("""() => ['video', 'idle-video'].map(id => {
+      const r = document.getElementById(id).getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })""")
+    assert boxes[0] == boxes[1], "the clip covers the speech video exactly: no layout jump"
+    speak(page, ENGLISH, "en")
+    page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=15_000)
+    assert page.is_hidden("#idle-video"), "hidden while speech plays"
+    paused_at = idle_video(page)
+    assert paused_at["paused"]
+    wait_until_all_done(page, 1)
+    page.wait_for_function("!document.getElementById('idle-video').hidden", timeout=5_000)
+    page.wait_for_function(f"document.getElementById('idle-video').currentTime > {paused_at['time'] + 0.2}"
+                           f" || document.getElementById('idle-video').currentTime < {paused_at['time']}",
+                           timeout=5_000)
+
+
+def test_when_the_idle_clip_cannot_be_loaded_the_player_shows_the_still_and_still_speaks(
+        page: Page, stack: RunningStack) -> None:
+    def refuse(route: Route) -> None:
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"code": "database_unavailable", "message": "try again"}')
+
+    page.route("**/idle.mp4", refuse)
+    open_player(page, stack)
+    page.wait_for_function("window.avatarPlayer.idle.state === 'failed'", timeout=10_000)
+    assert page.is_hidden("#idle-video")
+    speak(page, "Hello.", "en")
+    wait_until_all_done(page, 1)
+    assert page.is_hidden("#idle-video")
+    assert page.evaluate("document.getElementById('video').poster").startswith("data:image/jpeg")
 
 
 def test_sentences_spoken_one_after_another_from_idle_all_play_on_one_gapless_timeline(
@@ -216,7 +271,7 @@ def test_the_page_and_its_static_files_are_served_and_nothing_outside_them(stack
     page = httpx.get(f"{stack.http}/", timeout=10)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "/static/player.js" in page.text
-    for path, media_type in (("player.js", "text/javascript"), ("player.css", "text/css"),
+    for path, media_type in (("player.js", "text/javascript"), ("player.css", "text/css"), ("common.css", "text/css"),
                              ("player-fonts/Vazirmatn-Regular.woff2", "font/woff2"),
                              ("player-fonts/OFL.txt", "text/plain")):
         response = httpx.get(f"{stack.http}/static/{path}", timeout=10)

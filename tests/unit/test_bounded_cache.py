@@ -77,6 +77,15 @@ def test_a_lookup_makes_an_entry_the_most_recently_used() -> None:
     assert cache.values() == ["c", "a", "d"]
 
 
+def test_a_peek_neither_refreshes_an_entry_nor_counts() -> None:
+    cache: BoundedCache[str, str] = BoundedCache(30)
+    for key in ("a", "b", "c"):
+        cache.put(key, key, size=10)
+    assert cache.peek("a") == "a" and cache.peek("z") is None
+    cache.put("d", "d", size=10)
+    assert cache.values() == ["b", "c", "d"] and (cache.hits, cache.misses) == (0, 0)
+
+
 def test_as_many_oldest_entries_go_as_the_newest_needs_room_for() -> None:
     cache: BoundedCache[str, str] = BoundedCache(100)
     for key in ("a", "b", "c", "d"):
