@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from infra.broker import EmbeddedBroker, free_port
 from infra.crypto import new_key
 from infra.settings import PROJECT_ROOT
 
@@ -89,6 +92,31 @@ def stop_stack(stack: RunningStack, timeout_s: float = 20.0) -> int:
             os.killpg(stack.process.pid, signal.SIGKILL)
             stack.process.wait()
     return stack.process.returncode
+
+
+class IsolatedStack(NamedTuple):
+    """A broker nobody else uses and the whole service running on it."""
+
+    broker: EmbeddedBroker
+    stack: RunningStack
+
+
+@contextmanager
+def isolated_stack(database_url: str, timeout_s: float = 120.0) -> Iterator[IsolatedStack]:
+    """A stack on a broker of its own, for tests that kill, pause or add processes without disturbing the others.
+
+    The service stops before its broker, also when start-up or the block fails, so no launcher is left behind
+    retrying a broker that is gone.
+    """
+    broker = EmbeddedBroker(free_port()).start()
+    try:
+        running = start_stack(broker.bootstrap, database_url, free_port(), timeout_s)
+        try:
+            yield IsolatedStack(broker, running)
+        finally:
+            stop_stack(running)
+    finally:
+        broker.stop()
 
 
 @dataclass

@@ -15,18 +15,15 @@ import pytest
 import websockets
 
 from infra.broker import EmbeddedBroker, free_port
-from tests.integration.stack import RunningStack, start_stack, stop_stack
+from tests.integration.stack import RunningStack, isolated_stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def paused_broker_stack(database_url: str) -> Iterator[tuple[RunningStack, EmbeddedBroker]]:
-    broker = EmbeddedBroker(free_port()).start()
-    running = start_stack(broker.bootstrap, database_url, free_port())
-    yield running, broker
-    stop_stack(running)
-    broker.stop()
+    with isolated_stack(database_url) as (broker, running):
+        yield running, broker
 
 
 async def next_outcome(ws: websockets.ClientConnection, timeout_s: float) -> dict[str, Any]:

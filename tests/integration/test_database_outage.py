@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import websockets
 
-from infra.broker import EmbeddedBroker, free_port
 from infra.settings import PROJECT_ROOT
-from tests.integration.stack import RunningStack, start_stack, stop_stack
+from tests.integration.stack import RunningStack, isolated_stack
 
 pytestmark = pytest.mark.integration
 PG_DIR = PROJECT_ROOT / ".data" / "test-pg-outage"
@@ -43,12 +42,11 @@ class PrivatePostgres:
 def outage_stack() -> Iterator[tuple[RunningStack, PrivatePostgres]]:
     PG_DIR.parent.mkdir(parents=True, exist_ok=True)
     postgres = PrivatePostgres(PG_DIR)
-    broker = EmbeddedBroker(free_port()).start()
-    running = start_stack(broker.bootstrap, postgres.url, free_port())
-    yield running, postgres
-    stop_stack(running)
-    broker.stop()
-    postgres.stop()
+    try:
+        with isolated_stack(postgres.url) as (_, running):
+            yield running, postgres
+    finally:
+        postgres.stop()
 
 
 def http_get(stack: RunningStack, path: str) -> tuple[int, dict[str, Any]]:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import websockets
 
-from infra.broker import EmbeddedBroker, free_port
+from infra.broker import free_port
 from infra.settings import PROJECT_ROOT
-from tests.integration.stack import TEST_FACE_DATA_KEYS, RunningStack, child_pid, start_stack, stop_stack
+from tests.integration.stack import TEST_FACE_DATA_KEYS, RunningStack, child_pid, isolated_stack
 from tests.media import decode_mp4
 
 pytestmark = pytest.mark.integration
@@ -29,11 +29,8 @@ LONG_TEXT = ("The first sentence is short. The second one is a little longer, so
 @pytest.fixture(scope="module")
 def own_stack(database_url: str) -> Iterator[RunningStack]:
     """A stack of its own (own broker): killing its processes must not disturb the other tests."""
-    broker = EmbeddedBroker(free_port()).start()
-    running = start_stack(broker.bootstrap, database_url, free_port())
-    yield running
-    stop_stack(running)
-    broker.stop()
+    with isolated_stack(database_url) as (_, running):
+        yield running
 
 
 async def recv(ws: websockets.ClientConnection, timeout_s: float = 60) -> dict[str, Any]:

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 import websockets
 
-from infra.broker import EmbeddedBroker, free_port
 from infra.settings import PROJECT_ROOT
-from tests.integration.stack import TEST_FACE_DATA_KEYS, RunningStack, start_stack, stop_stack
+from tests.integration.stack import TEST_FACE_DATA_KEYS, RunningStack, isolated_stack
 from tests.media import decode_mp4
 
 pytestmark = pytest.mark.integration
@@ -29,17 +28,16 @@ TEXT = "Each of us speaks two sentences here. The second one keeps the worker bu
 
 @pytest.fixture(scope="module")
 def two_worker_stack(database_url: str) -> Iterator[tuple[RunningStack, subprocess.Popen[bytes]]]:
-    broker = EmbeddedBroker(free_port()).start()
-    running = start_stack(broker.bootstrap, database_url, free_port())
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, DATABASE_URL=database_url, LOG_LEVEL="WARNING",
-               FACE_DATA_KEYS=TEST_FACE_DATA_KEYS)
-    second = subprocess.Popen([sys.executable, "-m", "processors.lipsync.main"], cwd=PROJECT_ROOT, env=env)
-    yield running, second
-    if second.poll() is None:
-        second.terminate()
-        second.wait(10)
-    stop_stack(running)
-    broker.stop()
+    with isolated_stack(database_url) as (broker, running):
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, DATABASE_URL=database_url,
+                   LOG_LEVEL="WARNING", FACE_DATA_KEYS=TEST_FACE_DATA_KEYS)
+        second = subprocess.Popen([sys.executable, "-m", "processors.lipsync.main"], cwd=PROJECT_ROOT, env=env)
+        try:
+            yield running, second
+        finally:  # the extra worker goes first: the stack and its broker stop after it
+            if second.poll() is None:
+                second.terminate()
+                second.wait(10)
 
 
 def live_lipsync_workers(stack: RunningStack) -> int:
