@@ -23,7 +23,7 @@ from infra.broker import EmbeddedBroker, free_port
 from infra.crypto import FaceDataDecryptionError, FaceKeyring, new_key
 from infra.database import ensure_database, open_pool, with_database
 from infra.face_frames import decode_frame, encode_frame
-from infra.migrations import MIGRATIONS_DIR, migrate
+from infra.migrations import MIGRATIONS_DIR, migrate, throwaway_database
 from infra.settings import PROJECT_ROOT
 from schemas.avatar import LANDMARK_COUNT, AvatarFaceData, FaceFrame
 
@@ -208,14 +208,11 @@ def test_outside_dev_mode_the_gateway_refuses_to_start_without_a_face_data_key(
     assert "FACE_DATA_KEYS" in started.stderr and "must be set" in started.stderr
 
 
-def test_the_sample_avatar_is_registered_again_when_the_keys_changed_without_a_rotation(
-        pool: ConnectionPool) -> None:
-    sample_id = f"sample-{uuid.uuid4().hex[:8]}"
-    old_keys, new_keys = AvatarStore(pool, FaceKeyring([KEY_1])), AvatarStore(pool, FaceKeyring([KEY_2]))
-    try:
-        assert ensure_sample_avatar(old_keys, sample_id) is True
-        assert ensure_sample_avatar(old_keys, sample_id) is False, "a readable current copy is kept"
-        assert ensure_sample_avatar(new_keys, sample_id) is True, "bundled, so analysed again under the new key"
-        assert new_keys.load_face_data(sample_id).frames
-    finally:
-        new_keys.delete(sample_id)
+def test_the_sample_avatar_is_registered_again_when_the_keys_changed_without_a_rotation() -> None:
+    # A database of its own: the shared one already holds the running stack's sample under the same name.
+    with throwaway_database("avatar_sample") as url, open_pool(url, 2, name="sample-test") as fresh:
+        old_keys, new_keys = AvatarStore(fresh, FaceKeyring([KEY_1])), AvatarStore(fresh, FaceKeyring([KEY_2]))
+        assert ensure_sample_avatar(old_keys, "sample") is True
+        assert ensure_sample_avatar(old_keys, "sample") is False, "a readable current copy is kept"
+        assert ensure_sample_avatar(new_keys, "sample") is True, "bundled, so analysed again under the new key"
+        assert new_keys.load_face_data("sample").frames
