@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from infra.avatar_store import AvatarRecord, AvatarStore
 from processors.lipsync.bounded_cache import BoundedCache
@@ -32,6 +36,10 @@ def avatar_version(record: AvatarRecord) -> str:
     return f"{IDLE_CLIP_FORMAT}.{record.face_data_version}.{registered_us}"
 
 
+# Added to the rendering thread's nice value: the clip is wanted soon, the live chunks of every session now.
+BACKGROUND_NICENESS = 10
+
+
 def store_renderer(store: AvatarStore, crf: int) -> Renderer:
     """Loads the avatar's cached face data (no face detection) and renders its clip; blocking."""
 
@@ -39,6 +47,18 @@ def store_renderer(store: AvatarStore, crf: int) -> Renderer:
         return render_idle_clip(store.load_face_data(avatar_id), crf=crf)
 
     return render
+
+
+def _run_in_background() -> None:
+    """Make the calling thread (and the encoder threads it will start) yield the CPU to everything else.
+
+    On Linux a thread's nice value is its own (setpriority on its thread id), and threads it creates inherit it;
+    raising it needs no privilege. The thread belongs to the clip renderer alone, so it never needs lowering back.
+    """
+    with contextlib.suppress(OSError):  # not permitted here: render at normal priority rather than not at all
+        thread_id = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread_id,
+                       min(19, os.getpriority(os.PRIO_PROCESS, thread_id) + BACKGROUND_NICENESS))
 
 
 class IdleClips:
@@ -56,7 +76,9 @@ class IdleClips:
         self._clips: BoundedCache[str, tuple[str, IdleClip]] = BoundedCache(
             max_bytes, lambda entry: len(entry[1].data), max_entries=max_entries)
         self._rendering: dict[ClipKey, asyncio.Task[IdleClip]] = {}
-        self._slots = asyncio.Semaphore(CONCURRENT_RENDERS)
+        # Its own low-priority threads, so rendering never slows the to_thread work of live sessions.
+        self._renderers = ThreadPoolExecutor(CONCURRENT_RENDERS, thread_name_prefix="idle-clip",
+                                             initializer=_run_in_background)
         self.renders = 0
 
     async def get(self, avatar_id: str, version: str) -> IdleClip:
@@ -71,6 +93,10 @@ class IdleClips:
             self._rendering[key] = task
         # Shielded: a client that goes away does not cancel the rendering the others (or its retry) await.
         return await asyncio.shield(task)
+
+    def close(self) -> None:
+        """Stop the rendering thread once the clip being rendered (if any) is done."""
+        self._renderers.shutdown(wait=False, cancel_futures=True)
 
     @property
     def cached_bytes(self) -> int:
@@ -88,9 +114,8 @@ class IdleClips:
 
     async def _render_and_keep(self, key: ClipKey) -> IdleClip:
         try:
-            async with self._slots:
-                clip = await asyncio.to_thread(self._render, key[0])
-                self.renders += 1
+            clip = await asyncio.get_running_loop().run_in_executor(self._renderers, self._render, key[0])
+            self.renders += 1
         finally:
             del self._rendering[key]
         self._clips.put(key[0], (key[1], clip))

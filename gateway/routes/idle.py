@@ -30,8 +30,9 @@ _SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """One clip cache per gateway, rendering from the same store the other routes read."""
     running: Services = app.state.services
-    app.state.idle_clips = IdleClips(store_renderer(running.store, running.settings.video_crf))
+    app.state.idle_clips = clips = IdleClips(store_renderer(running.store, running.settings.video_crf))
     yield
+    clips.close()
 
 
 router = APIRouter(tags=["avatars"], lifespan=lifespan)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from datetime import UTC, datetime
 
 import pytest
 
-from gateway.idle_clips import IdleClips, avatar_version, idle_clip_url
+from gateway.idle_clips import BACKGROUND_NICENESS, IdleClips, avatar_version, idle_clip_url
 from infra.avatar_store import AvatarNotFound, AvatarRecord
 from processors.lipsync.idle_clip import IdleClip, render_idle_clip
 from tests.unit.face_fixtures import astronaut_video
@@ -20,11 +21,13 @@ class CountingRenderer:
     def __init__(self, *avatar_ids: str) -> None:
         self.avatars = {avatar_id: astronaut_video(2, avatar_id) for avatar_id in avatar_ids}
         self.calls: list[str] = []
+        self.niceness: list[int] = []
         self.lock = threading.Lock()
 
     def __call__(self, avatar_id: str) -> IdleClip:
         with self.lock:
             self.calls.append(avatar_id)
+            self.niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         if avatar_id not in self.avatars:
             raise AvatarNotFound(avatar_id)
         return render_idle_clip(self.avatars[avatar_id])
@@ -36,6 +39,18 @@ async def test_concurrent_requests_for_a_new_clip_share_one_rendering() -> None:
     results = await asyncio.gather(*(clips.get("a", "1") for _ in range(5)))
     assert renderer.calls == ["a"] and all(clip is results[0] for clip in results)
     assert await clips.get("a", "1") is results[0] and renderer.calls == ["a"], "then served from memory"
+
+
+async def test_clips_render_in_a_background_priority_thread_so_live_sessions_go_first() -> None:
+    renderer = CountingRenderer("a")
+    clips = IdleClips(renderer)
+    try:
+        await clips.get("a", "1")
+    finally:
+        clips.close()
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert renderer.niceness == [min(19, own + BACKGROUND_NICENESS)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own, "the caller's priority is untouched"
 
 
 async def test_a_new_version_is_rendered_again_and_replaces_the_old_one() -> None:
