@@ -84,6 +84,30 @@ def start_service(stack: Stack, name: str) -> None:
                                              preexec_fn=die_with_parent)
 
 
+# A clean exit, or death by the signals that ask for one (uvicorn re-raises SIGTERM after its shutdown). A crash,
+# SIGKILL (the OOM killer, a fault test) or an error exit is restarted.
+STOPPED_ON_PURPOSE = frozenset({0, -signal.SIGINT, -signal.SIGTERM})
+
+
+class ServiceStopped(Exception):
+    """A service exited cleanly: someone stopped it, so the stack stops rather than restarting it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} stopped")
+        self.name = name
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (docker stop, systemd) both stop everything cleanly, also when the launcher was started
+    with SIGINT ignored (a background job of a non-interactive shell inherits that)."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 class Supervisor:
     """Restarts a crashed service (its Kafka consumer group hands its work to the new one), with backoff;
     gives up when a service crashes too often, so a broken configuration does not loop forever."""
@@ -100,10 +124,13 @@ class Supervisor:
             time.sleep(0.2)
 
     def check(self) -> None:
-        """Restart whatever has exited since the last look."""
+        """Restart whatever has crashed since the last look; a service that stopped cleanly stops the stack."""
         for name, process in list(self.stack.processes.items()):
-            if process.poll() is not None:
-                self._restart(name, process.returncode)
+            if process.poll() is None:
+                continue
+            if process.returncode in STOPPED_ON_PURPOSE:  # someone asked it to stop: don't fight that
+                raise ServiceStopped(name)
+            self._restart(name, process.returncode)
 
     def _restart(self, name: str, code: int) -> None:
         now = time.monotonic()
@@ -137,6 +164,7 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, service="launcher")
     print("Starting the avatar streaming service:", flush=True)
+    stop_on_signals()
     stack = prepare_infrastructure(settings)
     try:
         start_services(stack)
@@ -148,6 +176,8 @@ def main() -> None:
         supervisor.watch()
     except KeyboardInterrupt:
         print("\nstopping…", flush=True)
+    except ServiceStopped as stopped:
+        print(f"\n  stopped   {stopped.name} was stopped; stopping the others…", flush=True)
     finally:
         stack.stop()
 

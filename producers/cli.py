@@ -13,14 +13,14 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, get_args
 
 from pydantic import ValidationError
 
 from infra.settings import Settings, load_settings
 from producers.client import AvatarProducer, Chunk, PipelineError, ProduceError, StreamTimeout
 from schemas.common import Language
-from schemas.requests import TextRequest
+from schemas.requests import TextRequest, TtsEngineName
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -45,6 +45,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                                                                 "(default: %(default)s)")
     say.add_argument("--bootstrap", default=default_bootstrap,
                      help="Kafka bootstrap servers host:port[,...] (default: %(default)s)")
+    say.add_argument("--tts", choices=list(get_args(TtsEngineName)), default=None,
+                     help="TTS backend (default: the TTS processor's TTS_ENGINE)")
+    say.add_argument("--voice", default=None, help="a voice of that backend, e.g. espeak's f3 (default: its own)")
     say.add_argument("--session", default=None, help="session id to speak in (default: a transient session)")
     say.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the video (default: 60)")
     say.add_argument("--connect-timeout", type=float, default=5.0,
@@ -57,6 +60,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     register.add_argument("--name", required=True, help="the avatar's name (unique per user)")
     register.add_argument("--user", required=True, help="the user id that owns the avatar ('system' = shared)")
     register.add_argument("--description", default="", help="free text shown in the avatar list")
+    register.add_argument("--tts", choices=list(get_args(TtsEngineName)), default=None,
+                          help="the avatar's default TTS backend (default: none, TTS_ENGINE decides)")
+    register.add_argument("--voice", default=None, help="the avatar's default voice of that backend")
     register.add_argument("--url", default=f"http://127.0.0.1:{settings.port}",
                           help="the gateway's base URL (default: %(default)s)")
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
@@ -142,7 +148,8 @@ def run_say(args: argparse.Namespace, settings: Settings, progress: Progress) ->
     language: Language | None = args.lang
     try:
         mp4 = producer.say(avatar_id=args.avatar, text=text, language=language, session_id=args.session,
-                           timeout_s=args.timeout, on_chunk=on_chunk, on_sent=on_sent)
+                           timeout_s=args.timeout, on_chunk=on_chunk, on_sent=on_sent, tts=args.tts,
+                           voice=args.voice)
     except PipelineError as error:
         raise CliError(f"the pipeline refused the request: {error.code}: {error.message}") from None
     except StreamTimeout as error:
@@ -178,6 +185,7 @@ def run_register(args: argparse.Namespace, progress: Progress) -> int:
         raise CliError(f"{path}: no such file")
     data = path.read_bytes()
     fields = {"avatar_name": args.name, "user_id": args.user, "description": args.description}
+    fields |= {name: value for name in ("tts", "voice") if (value := getattr(args, name)) is not None}
     body, content_type = encode_multipart(fields, "file", path.name, data)
     base = args.url.rstrip("/")
     headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {args.token}"} if args.token else {})

@@ -212,8 +212,12 @@ class AvatarProducer:
 
     def say(self, *, avatar_id: str, text: str, language: Language | None = None, session_id: str | None = None,
             timeout_s: float = 60.0, on_chunk: Callable[[Chunk], None] | None = None,
-            on_sent: Callable[[TextRequest], None] | None = None) -> bytes:
+            on_sent: Callable[[TextRequest], None] | None = None, tts: TtsEngineName | None = None,
+            voice: str | None = None) -> bytes:
         """Send one text and wait for its whole MP4 (the concatenated chunks).
+
+        ``tts`` and ``voice`` pick the backend and voice; absent, the TTS processor's settings decide (the
+        avatar's default voice is applied by the gateway only: a producer names the voice it wants).
 
         Without ``session_id`` a transient session is used and its topic deleted afterwards. Raises
         PipelineError when the pipeline reports an error (e.g. ``unknown_avatar``), StreamTimeout when the
@@ -228,7 +232,7 @@ class AvatarProducer:
         items = self.stream(session, request_id=request_id, timeout_s=timeout_s)
         try:
             request = self.send_text(session_id=session, avatar_id=avatar_id, text=text, language=language,
-                                     request_id=request_id)
+                                     request_id=request_id, tts=tts, voice=voice)
             if on_sent is not None:
                 on_sent(request)
             for item in items:

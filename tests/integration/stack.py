@@ -62,11 +62,15 @@ def child_pid(stack: RunningStack, module: str) -> int:
     raise LookupError(f"no child process running {module}")
 
 
-def start_stack(bootstrap: str, database_url: str, port: int, timeout_s: float = 120.0) -> RunningStack:
+def start_stack(bootstrap: str, database_url: str, port: int, timeout_s: float = 120.0, *,
+                capture_output: bool = False, sigint_ignored: bool = False) -> RunningStack:
+    """``capture_output``: the launcher's standard output goes to ``process.stdout``; ``sigint_ignored``: started
+    as a background job of a non-interactive shell is (SIGINT ignored, which the launcher inherits)."""
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=database_url, PORT=str(port),
                LOG_LEVEL="WARNING", FACE_DATA_KEYS=TEST_FACE_DATA_KEYS)
     process = subprocess.Popen([sys.executable, "-m", "infra.launcher"], cwd=PROJECT_ROOT, env=env,
-                               start_new_session=True)
+                               start_new_session=True, stdout=subprocess.PIPE if capture_output else None,
+                               preexec_fn=_ignore_sigint if sigint_ignored else None)
     stack = RunningStack(process, port, bootstrap, database_url)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -80,6 +84,10 @@ def start_stack(bootstrap: str, database_url: str, port: int, timeout_s: float =
         time.sleep(0.5)
     stop_stack(stack)
     raise RuntimeError(f"/ready not 200 within {timeout_s} s")
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop_stack(stack: RunningStack, timeout_s: float = 20.0) -> int:
@@ -102,7 +110,7 @@ class IsolatedStack(NamedTuple):
 
 
 @contextmanager
-def isolated_stack(database_url: str, timeout_s: float = 120.0) -> Iterator[IsolatedStack]:
+def isolated_stack(database_url: str, timeout_s: float = 120.0, **start: bool) -> Iterator[IsolatedStack]:
     """A stack on a broker of its own, for tests that kill, pause or add processes without disturbing the others.
 
     The service stops before its broker, also when start-up or the block fails, so no launcher is left behind
@@ -110,7 +118,7 @@ def isolated_stack(database_url: str, timeout_s: float = 120.0) -> Iterator[Isol
     """
     broker = EmbeddedBroker(free_port()).start()
     try:
-        running = start_stack(broker.bootstrap, database_url, free_port(), timeout_s)
+        running = start_stack(broker.bootstrap, database_url, free_port(), timeout_s, **start)
         try:
             yield IsolatedStack(broker, running)
         finally:

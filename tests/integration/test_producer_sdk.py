@@ -49,6 +49,12 @@ def test_say_returns_one_playable_mp4_and_deletes_its_transient_topic(
     assert not topic_exists(settings, settings.session_topic(sent[0].session_id))
 
 
+def test_say_sends_the_backend_and_voice_it_is_given(stack: RunningStack, producer: AvatarProducer) -> None:
+    sent: list[TextRequest] = []
+    mp4 = producer.say(avatar_id="sample", text="Hello.", language="en", tts="espeak", voice="f3", on_sent=sent.append)
+    assert (sent[0].tts, sent[0].voice) == ("espeak", "f3") and decode_mp4(mp4).video_codec == "h264"
+
+
 def chunks_only(items: list[StreamItem]) -> list[Chunk]:
     assert all(isinstance(item, Chunk) for item in items), items
     return [item for item in items if isinstance(item, Chunk)]
@@ -153,6 +159,13 @@ def test_cli_say_explains_an_unknown_avatar_and_an_unreachable_broker(
     assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "y.mp4").exists()
 
 
+def test_cli_say_passes_its_voice_to_the_tts_processor_which_refuses_an_unknown_one(
+        stack: RunningStack, settings: Settings, tmp_path: Path) -> None:
+    refused = run_cli("say", "--bootstrap", settings.kafka_bootstrap_servers, "--tts", "espeak", "--voice",
+                      "no-such-voice", "-o", str(tmp_path / "x.mp4"), "Hello.")
+    assert refused.returncode == 1 and "unknown_voice" in refused.stderr, refused.stderr
+
+
 def test_cli_register_explains_a_missing_file_and_an_unreachable_server(tmp_path: Path) -> None:
     missing = run_cli("register", str(tmp_path / "nope.jpg"), "--name", "n", "--user", "u")
     assert missing.returncode == 1 and "nope.jpg: no such file" in missing.stderr
@@ -162,18 +175,21 @@ def test_cli_register_explains_a_missing_file_and_an_unreachable_server(tmp_path
     assert nowhere.returncode == 1 and "error: cannot reach" in nowhere.stderr
 
 
-def test_cli_register_uploads_a_photo_and_prints_the_new_avatar(stack: RunningStack, tmp_path: Path) -> None:
+def test_cli_register_uploads_a_photo_with_its_default_voice_and_prints_the_new_avatar(
+        stack: RunningStack, tmp_path: Path) -> None:
     _status, spec = stack.get("/openapi.json")
     if "/avatar/register" not in spec.get("paths", {}):
         pytest.skip("POST /avatar/register is not part of this gateway yet (issue 3)")
     photo = tmp_path / "astronaut.jpg"
     skimage.io.imsave(photo, skimage.data.astronaut())
     name = f"cli-{new_id()[:8]}"
-    done = run_cli("register", str(photo), "--name", name, "--user", "cli-tests", "--url", stack.http)
+    done = run_cli("register", str(photo), "--name", name, "--user", "cli-tests", "--url", stack.http,
+                   "--tts", "espeak", "--voice", "f3")
     assert done.returncode == 0, done.stderr
     assert "uploading astronaut.jpg" in done.stderr and done.stdout.startswith("registered avatar ")
     avatar_id = done.stdout.split()[2].rstrip(";")
-    assert stack.get(f"/avatar/{avatar_id}/info")[0] == 200
+    status, info = stack.get(f"/avatar/{avatar_id}/info")
+    assert status == 200 and (info["tts"], info["voice"]) == ("espeak", "f3")
     not_a_photo = tmp_path / "notes.jpg"
     not_a_photo.write_text("this is text, not a JPEG")
     refused = run_cli("register", str(not_a_photo), "--name", f"{name}-x", "--user", "cli-tests", "--url", stack.http)
