@@ -73,15 +73,23 @@ def prepare_infrastructure(settings: Settings) -> Stack:
     return stack
 
 
+def service_commands(settings: Settings) -> dict[str, list[str]]:
+    """Each process to run by name: one of each service, LIPSYNC_WORKERS lip-sync workers ("lipsync-2", …)."""
+    commands = dict(SERVICES)
+    for number in range(2, settings.lipsync_workers + 1):
+        commands[f"lipsync-{number}"] = SERVICES["lipsync"]
+    return commands
+
+
 def start_services(stack: Stack) -> None:
-    for name in SERVICES:
+    for name in service_commands(stack.settings):
         start_service(stack, name)
 
 
 def start_service(stack: Stack, name: str) -> None:
     # A launcher killed outright (kill -9, a CI timeout) must not leave its services running as orphans.
-    stack.processes[name] = subprocess.Popen(SERVICES[name], cwd=PROJECT_ROOT, env=stack.env,
-                                             preexec_fn=die_with_parent)
+    stack.processes[name] = subprocess.Popen(service_commands(stack.settings)[name], cwd=PROJECT_ROOT,
+                                             env=stack.env, preexec_fn=die_with_parent)
 
 
 # A clean exit, or death by the signals that ask for one (uvicorn re-raises SIGTERM after its shutdown). A crash,
@@ -116,7 +124,7 @@ class Supervisor:
         self.stack = stack
         self.max_crashes = max_crashes
         self.window_s = window_s
-        self.crashes: dict[str, list[float]] = {name: [] for name in SERVICES}
+        self.crashes: dict[str, list[float]] = {name: [] for name in service_commands(stack.settings)}
 
     def watch(self) -> None:
         while True:

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
 
     # Lip-sync
     lipsync_engine: Literal["embedded", "wav2lip"] = "embedded"
+    # How many lip-sync processes `make run` starts. They share one consumer group, so the sessions are split
+    # between them: a long sentence being rendered for one session then no longer delays another's first chunk.
+    lipsync_workers: int = Field(1, ge=1, le=16, description="lip-sync processes started by make run")
     video_fps: int = Field(25, ge=10, le=60)
     chunk_frames: int = Field(12, ge=1, le=250)
     first_chunk_frames: int = Field(10, ge=1, le=250, description="a request's first chunk: small for latency, "

@@ -269,7 +269,12 @@ def discover_services(port: int) -> dict[str, psutil.Process]:
     gateway = listening_process(port)
     parent = gateway.parent()
     if parent is not None and service_name(parent) == "launcher":
-        return {service_name(child): child for child in parent.children()}
+        found: dict[str, psutil.Process] = {}
+        for child in parent.children():
+            name = service_name(child)
+            found[next(f"{name}-{n}" for n in range(2, 100) if f"{name}-{n}" not in found)
+                  if name in found else name] = child  # LIPSYNC_WORKERS > 1: lipsync, lipsync-2, …
+        return found
     return {"gateway": gateway}
 
 

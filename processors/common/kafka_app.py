@@ -8,17 +8,19 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from infra.kafka import TopicAdmin, consumer_config, new_producer
 from infra.logging import TRACE_FIELDS, log_context, log_scope
 from infra.settings import Settings
 from processors.common import metrics
 from processors.common.broadcast import BroadcastListener
+from processors.common.offsets import CommitPoints
+from processors.common.scheduling import LaneScheduler
 from schemas.dlq import DeadLetter
 from schemas.status import ServiceStatus
 
@@ -40,13 +42,30 @@ class Outgoing:
 Handler = Callable[[bytes | None, bytes], Iterable[Outgoing]]
 # Extra ServiceStatus fields a processor reports in each heartbeat (e.g. its avatar cache's statistics).
 StatusFields = Callable[[], dict[str, Any]]
+# A partition with this many messages accepted and not finished is paused until half of them are, so a
+# worker never holds more than a bounded amount of consumed work (the broker keeps the rest).
+MAX_OPEN_PER_PARTITION = 16
+Lane = tuple[int, bytes | None]  # partition and key: one session's messages, handled one after another
+
+
+@dataclass
+class _Job:
+    """One consumed message on its way through the handler."""
+
+    message: Message
+    trace: dict[str, str]  # the log context (request and session ids), kept between steps
+    recovering: bool
+    outputs: Iterator[Outgoing] | None = None  # the handler's, once started
+    started_at: float = 0.0  # when its first step began (waiting behind its partition's others is not handling)
 
 
 class KafkaApp:
     """Runs one handler over one input topic in a consumer group, at-least-once.
 
-    Outputs are produced as the handler yields them (so a chunk leaves as soon as it is rendered); the
-    input offset is committed only once every output of that message is acknowledged by the broker.
+    Outputs are produced as the handler yields them (so a chunk leaves as soon as it is rendered); an input
+    offset is committed only once every output of it and of the messages before it is acknowledged by the
+    broker. Messages with one key (a session) are handled one after another; different keys take turns, one
+    output at a time (processors/common/scheduling.py), so no session waits for another's long sentence.
     """
 
     def __init__(self, settings: Settings, *, name: str, input_topic: str, handler: Handler,
@@ -69,21 +88,23 @@ class KafkaApp:
         self.status_fields = status_fields
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self._last_heartbeat = 0.0
+        self._jobs: LaneScheduler[Lane, _Job] = LaneScheduler()
+        self._commits = CommitPoints()
+        self._paused: set[int] = set()
 
     def run(self) -> None:
-        """Consume until stop() is called."""
-        self.consumer.subscribe([self.input_topic], on_assign=self._on_assign)
+        """Consume until stop() is called; the messages in progress are finished first."""
+        self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
                 self._heartbeat()
-                message = self.consumer.poll(0.1)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    self._log_consumer_error(error)
-                    continue
-                self._handle(message)
+                message = self.consumer.poll(0 if self._jobs.busy else 0.1)
+                if message is not None:
+                    self._accept(message)
+                self._step()
+            self._jobs.discard_waiting()  # not started: their offsets stay uncommitted for the next owner
+            while self._jobs.busy:
+                self._step()
         finally:
             self._announce(ready=False)
             self.producer.flush(10)
@@ -96,6 +117,19 @@ class KafkaApp:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list) -> None:
+        """Another worker takes these over from the committed offsets: finish what is in progress (a half-rendered
+        segment would otherwise look done to this worker if the partition came back), leave the rest."""
+        revoked = {p.partition for p in partitions}
+        left = self._jobs.discard_waiting(lambda lane: lane[0] in revoked)
+        while self._jobs.has_active(lambda lane: lane[0] in revoked):
+            self._step()
+        self._commits.forget(list(revoked))
+        self._paused.difference_update(revoked)
+        if left:
+            log.info("revoked partitions' waiting work handed over", extra={"processor": self.name,
+                                                                           "messages": len(left)})
 
     def _on_assign(self, consumer: Consumer, partitions: list) -> None:
         now_ms = int(time.time() * 1000)
@@ -117,45 +151,78 @@ class KafkaApp:
                                status.model_dump_json().encode()))
 
     def _is_possibly_half_handled(self, message: Message) -> bool:
-        """Only the first message of a partition after a takeover can be: processing is sequential and
-        each offset is committed once handled. A message produced after the takeover cannot be."""
-        taken_over = self._taken_over.pop(message.partition() or 0, None)
+        """A message produced before this worker got its partition may have been half-handled by the previous
+        owner (sessions take turns, so several may be in progress at once); one produced after cannot."""
+        taken_over = self._taken_over.get(message.partition() or 0)
         _kind, produced_ms = message.timestamp()
         return taken_over is not None and produced_ms < taken_over
 
-    def _handle(self, message: Message) -> None:
-        key, value = message.key(), message.value() or b""
-        self.recovering = self._is_possibly_half_handled(message)
-        started = time.perf_counter()
+    def _accept(self, message: Message) -> None:
+        """Queue a consumed message behind its partition's others."""
+        error = message.error()
+        if error is not None:
+            self._log_consumer_error(error)
+            return
+        partition = message.partition() or 0
         _kind, produced_ms = message.timestamp()
         if produced_ms > 0:
             metrics.QUEUE_LAG_SECONDS.labels(self.name).observe(max(0.0, time.time() - produced_ms / 1000))
         headers = message.headers() or []
         pairs = headers.items() if isinstance(headers, dict) else headers
-        incoming = {name: raw.decode(errors="replace") for name, raw in pairs
-                    if name in TRACE_FIELDS and isinstance(raw, bytes)}
-        with log_scope(**incoming):
-            outcome = self._run_handler(message, key, value)
-        metrics.MESSAGES.labels(self.name, outcome).inc()
-        metrics.HANDLE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-        self.producer.flush(30)
-        self.consumer.commit(message=message, asynchronous=True)
-        self.processed += 1
+        trace = {name: raw.decode(errors="replace") for name, raw in pairs
+                 if name in TRACE_FIELDS and isinstance(raw, bytes)}
+        self._commits.accepted(partition, message.offset() or 0)
+        self._jobs.add((partition, message.key()), _Job(message, trace, self._is_possibly_half_handled(message)))
+        if self._commits.open_count(partition) >= MAX_OPEN_PER_PARTITION:
+            self.consumer.pause([TopicPartition(self.input_topic, partition)])
+            self._paused.add(partition)
 
-    def _run_handler(self, message: Message, key: bytes | None, value: bytes) -> str:
-        """Produce everything the handler yields; dead-letter the message if it cannot be handled."""
-        outcome = "ok"
+    def _step(self) -> None:
+        """Advance the next job by one output; finish it when the handler has no more."""
+        job = self._jobs.next()
+        if job is None:
+            return
+        self.recovering = job.recovering
+        with log_scope(**job.trace):
+            outcome = self._advance(job)
+            job.trace = log_context()  # ids the handler bound (e.g. once it parsed the message) stay bound
+        if outcome is not None:
+            self._finish(job, outcome)
+
+    def _advance(self, job: _Job) -> str | None:
+        """Produce the handler's next output: None while there are more; the outcome once it is done."""
+        message = job.message
         try:
-            for out in self.handler(key, value):
-                self._produce(out)
+            if job.outputs is None:
+                job.started_at = time.perf_counter()
+                job.outputs = iter(self.handler(message.key(), message.value() or b""))
+            out = next(job.outputs, None)
         except InvalidMessage as error:
-            outcome = "dead_letter"
             self._dead_letter(message, str(error))
+            return "dead_letter"
         except Exception as error:  # a bug or an engine failure must not stop the other sessions
-            outcome = "failed"
             log.exception("processing failed", extra={"processor": self.name, "offset": message.offset()})
             self._dead_letter(message, f"processing failed: {type(error).__name__}: {error}")
-        return outcome
+            return "failed"
+        if out is None:
+            return "ok"
+        self._produce(out)
+        return None
+
+    def _finish(self, job: _Job, outcome: str) -> None:
+        message = job.message
+        partition = message.partition() or 0
+        metrics.MESSAGES.labels(self.name, outcome).inc()
+        metrics.HANDLE_SECONDS.labels(self.name).observe(time.perf_counter() - job.started_at)
+        self.producer.flush(30)
+        commit_at = self._commits.finished(partition, message.offset() or 0)
+        if commit_at is not None:
+            self.consumer.commit(offsets=[TopicPartition(self.input_topic, partition, commit_at)], asynchronous=True)
+        self.processed += 1
+        self._jobs.finish((partition, message.key()))
+        if partition in self._paused and self._commits.open_count(partition) <= MAX_OPEN_PER_PARTITION // 2:
+            self.consumer.resume([TopicPartition(self.input_topic, partition)])
+            self._paused.discard(partition)
 
     def _produce(self, out: Outgoing) -> None:
         headers = list(out.headers) + [(name, value.encode()) for name, value in log_context().items()

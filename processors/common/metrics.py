@@ -11,7 +11,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 MESSAGES = Counter("avatar_processor_messages_total", "input messages handled, by outcome",
                    ["processor", "outcome"], registry=REGISTRY)
-HANDLE_SECONDS = Histogram("avatar_processor_handle_seconds", "time to handle one input message",
+HANDLE_SECONDS = Histogram("avatar_processor_handle_seconds",
+                           "first step → last output of one input message (turns of other partitions included)",
                            ["processor"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 QUEUE_LAG_SECONDS = Histogram("avatar_processor_queue_lag_seconds", "message produced → picked up by the processor",
                               ["processor"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)

@@ -1,0 +1,97 @@
+"""Which consumed message a processor works on next: one at a time per lane (a session), lanes taking turns.
+
+A lip-sync worker renders a request chunk by chunk. Handled strictly one message after another, a session's
+first chunk would wait behind every sentence already queued for other sessions (seconds, with a few sessions
+talking at once). Here each lane (the processors use partition and message key, i.e. one session) has at most
+one message in progress, so a session's messages keep their order; busy lanes take turns one output at a time,
+and a message that has produced nothing yet goes first: a new request's first chunk waits for at most one chunk
+of each other busy session.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Lane[J]:
+    active: J | None = None
+    waiting: deque[J] = field(default_factory=deque)
+
+
+class LaneScheduler[L: Hashable, J]:
+    """Jobs by lane. ``next()`` names the job to advance by one step; ``finish()`` retires a lane's active job."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[L, _Lane[J]] = {}
+        self._turns: deque[L] = deque()  # lanes with an active job, in turn order
+        self._fresh: deque[L] = deque()  # lanes whose active job has not been stepped yet
+
+    def add(self, lane: L, job: J) -> None:
+        """Queue ``job`` behind the lane's others; it starts at once if the lane is idle."""
+        state = self._lanes.setdefault(lane, _Lane())
+        if state.active is None:
+            state.active = job
+            self._turns.append(lane)
+            self._fresh.append(lane)
+        else:
+            state.waiting.append(job)
+
+    def next(self) -> J | None:
+        """The job to advance now, or None when there is no work."""
+        if self._fresh:
+            lane = self._fresh.popleft()
+            self._turns.remove(lane)
+        elif self._turns:
+            lane = self._turns.popleft()
+        else:
+            return None
+        self._turns.append(lane)  # its next turn comes after every other busy lane's
+        active = self._lanes[lane].active
+        assert active is not None
+        return active
+
+    def finish(self, lane: L) -> None:
+        """The lane's active job is done; its next waiting job (if any) becomes active."""
+        state = self._lanes.get(lane)
+        if state is None or state.active is None:
+            return
+        self._forget_turn(lane)
+        if state.waiting:
+            state.active = state.waiting.popleft()
+            self._turns.append(lane)
+            self._fresh.append(lane)
+        else:
+            del self._lanes[lane]
+
+    def discard_waiting(self, which: Callable[[L], bool] = lambda _lane: True) -> list[J]:
+        """Forget the jobs not started yet of the lanes ``which`` picks (all by default); returns them.
+
+        For stopping or handing partitions over: the started jobs are finished, these are left to the next owner.
+        """
+        discarded: list[J] = []
+        for lane, state in self._lanes.items():
+            if which(lane):
+                discarded += state.waiting
+                state.waiting.clear()
+        return discarded
+
+    def has_active(self, which: Callable[[L], bool]) -> bool:
+        """Whether a lane ``which`` picks has a job in progress."""
+        return any(state.active is not None for lane, state in self._lanes.items() if which(lane))
+
+    def waiting(self, lane: L) -> int:
+        """How many jobs of the lane wait behind its active one."""
+        state = self._lanes.get(lane)
+        return len(state.waiting) if state is not None else 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._turns)
+
+    def _forget_turn(self, lane: L) -> None:
+        for order in (self._turns, self._fresh):
+            if lane in order:
+                order.remove(lane)
