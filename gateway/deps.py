@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from gateway.auth import AuthError, Principal, bearer, principal_for
 from gateway.services import Services
@@ -22,3 +24,8 @@ def require_admin(request: Request) -> Principal:
     if not who.is_admin:
         raise AuthError("this needs the admin token", status_code=403)
     return who
+
+
+# Parameter types for route functions: the caller and the running services, injected.
+Caller = Annotated[Principal, Depends(principal)]
+Running = Annotated[Services, Depends(services)]

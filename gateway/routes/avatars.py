@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from gateway.auth import Principal
-from gateway.deps import principal, services
+from gateway.deps import Caller, Running
 from gateway.registration import (
     SHARED_USER,
     Registrar,
@@ -53,8 +53,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(tags=["avatars"], lifespan=lifespan)
-Caller = Annotated[Principal, Depends(principal)]
-Running = Annotated[Services, Depends(services)]
 
 
 def registrar(request: Request) -> Registrar:
@@ -167,7 +165,8 @@ async def cache_status(_who: Caller, running: Running) -> dict[str, Any]:
     }
 
 
-async def _visible_record(avatar_id: str, who: Principal, running: Services) -> AvatarRecord:
+async def visible_record(avatar_id: str, who: Principal, running: Services) -> AvatarRecord:
+    """The avatar if the caller may use it; 404 alike for a missing avatar and another user's."""
     try:
         record = await asyncio.to_thread(running.store.record, avatar_id)
     except AvatarNotFound:
@@ -179,13 +178,13 @@ async def _visible_record(avatar_id: str, who: Principal, running: Services) -> 
 
 @router.get("/avatar/{avatar_id}/info", summary="One avatar with its quality report")
 async def avatar_details(avatar_id: str, who: Caller, running: Running) -> dict[str, Any]:
-    return avatar_info(await _visible_record(avatar_id, who, running))
+    return avatar_info(await visible_record(avatar_id, who, running))
 
 
 @router.get("/avatar/{avatar_id}/preview.jpg", summary="The first frame with the detected face box and landmarks",
             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
 async def avatar_preview(avatar_id: str, who: Caller, running: Running) -> Response:
-    await _visible_record(avatar_id, who, running)
+    await visible_record(avatar_id, who, running)
     try:
         frame = await asyncio.to_thread(running.store.first_frame, avatar_id)
     except AvatarNotFound:
@@ -215,7 +214,7 @@ async def change_default_voice(avatar_id: str, change: VoiceChoice, who: Caller,
     """Body ``{"tts": ..., "voice": ...}``: the fields given replace the default (null clears one); a new backend
     without a voice drops the old voice. Requests that name their own backend or voice still win.
     """
-    record = await _visible_record(avatar_id, who, running)
+    record = await visible_record(avatar_id, who, running)
     if not who.may_manage(record.user_id):
         raise error(403, "forbidden", "An avatar's default voice is changed by its owner or the admin only "
                                       "(the shared 'system' avatars: the admin).")
@@ -236,7 +235,7 @@ async def change_default_voice(avatar_id: str, change: VoiceChoice, who: Caller,
 @router.delete("/avatar/{avatar_id}", summary="Delete an avatar and its cached face data everywhere")
 async def delete_avatar(avatar_id: str, who: Caller, running: Running, registry: Registry,
                         request: Request) -> dict[str, Any]:
-    record = await _visible_record(avatar_id, who, running)
+    record = await visible_record(avatar_id, who, running)
     if not who.may_manage(record.user_id):
         raise error(403, "forbidden", "The shared 'system' avatars are deleted with the admin token only.")
     audit = AuditEntry(AVATAR_DELETED, audit_actor(who, request), avatar_id=avatar_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,13 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from gateway.auth import Principal
-from gateway.deps import principal, services
+from gateway.deps import Caller, Running
 from gateway.idle_clips import IDLE_CLIP_PATH, IdleClips, avatar_version, store_renderer
-from gateway.routes.avatars import not_found
+from gateway.routes.avatars import not_found, visible_record
 from gateway.routes.process import ErrorBody
 from gateway.services import Services
-from infra.avatar_store import AvatarNotFound, AvatarRecord
+from infra.avatar_store import AvatarNotFound
 
 MEDIA_TYPE = "video/mp4"
 # Revalidated on every use: the URL stays the same across re-registrations, the ETag names the version,
@@ -36,8 +34,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(tags=["avatars"], lifespan=lifespan)
-Caller = Annotated[Principal, Depends(principal)]
-Running = Annotated[Services, Depends(services)]
 
 
 def idle_clips(request: Request) -> IdleClips:
@@ -63,7 +59,7 @@ async def idle_clip(avatar_id: str, request: Request, who: Caller, running: Runn
     Loop it muted between utterances: its first and last frames join without a jump. The same ownership
     rules as ``/avatar/{id}/info`` apply.
     """
-    record = await _visible_record(avatar_id, who, running)
+    record = await visible_record(avatar_id, who, running)
     version = avatar_version(record)
     headers = {"ETag": f'"idle-{version}"', "Cache-Control": CACHE_CONTROL, "Accept-Ranges": "bytes"}
     if headers["ETag"] in _etags(request.headers.get("if-none-match", "")):
@@ -73,16 +69,6 @@ async def idle_clip(avatar_id: str, request: Request, who: Caller, running: Runn
     except AvatarNotFound:  # deleted between the lookup and the rendering
         raise not_found(avatar_id) from None
     return _ranged(clip.data, request.headers.get("range"), headers)
-
-
-async def _visible_record(avatar_id: str, who: Principal, running: Services) -> AvatarRecord:
-    try:
-        record = await asyncio.to_thread(running.store.record, avatar_id)
-    except AvatarNotFound:
-        raise not_found(avatar_id) from None
-    if not who.may_use(record.user_id):
-        raise not_found(avatar_id)  # another user's avatar: its existence is not revealed
-    return record
 
 
 def _etags(header: str) -> set[str]:
