@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 import urllib.parse
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -269,13 +268,21 @@ def discover_services(port: int) -> dict[str, psutil.Process]:
     gateway = listening_process(port)
     parent = gateway.parent()
     if parent is not None and service_name(parent) == "launcher":
-        found: dict[str, psutil.Process] = {}
-        for child in parent.children():
-            name = service_name(child)
-            found[next(f"{name}-{n}" for n in range(2, 100) if f"{name}-{n}" not in found)
-                  if name in found else name] = child  # LIPSYNC_WORKERS > 1: lipsync, lipsync-2, …
-        return found
+        return named_processes(parent.children())
     return {"gateway": gateway}
+
+
+def named_processes(processes: list[psutil.Process]) -> dict[str, psutil.Process]:
+    """Each process under its service's name; several of one service (LIPSYNC_WORKERS) as lipsync, lipsync-2, …"""
+    named: dict[str, psutil.Process] = {}
+    for process in processes:
+        name = base = service_name(process)
+        number = 1
+        while name in named:
+            number += 1
+            name = f"{base}-{number}"
+        named[name] = process
+    return named
 
 
 @dataclass(frozen=True)
@@ -657,46 +664,23 @@ def format_soak(report: dict[str, Any]) -> str:
 def own_stack() -> Iterator[tuple[str, dict[str, psutil.Process]]]:
     """An embedded broker, a scratch database and the whole service, as the tests start them; removed after."""
     from infra.broker import EmbeddedBroker, free_port
-    from infra.database import ensure_database, server_is_reachable, start_embedded_server, with_database
-    from infra.migrations import migrate
-    from infra.settings import PROJECT_ROOT
+    from infra.migrations import throwaway_database
     from tests.integration.stack import start_stack, stop_stack
 
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    name = f"avatar_load_{uuid.uuid4().hex[:10]}"
     broker = EmbeddedBroker(free_port()).start()
-    server = None
     try:
-        if server_is_reachable(local):
-            url = with_database(local, name)
-            ensure_database(url)
-        else:
-            server, url = start_embedded_server(PROJECT_ROOT / ".data" / "load-pg", name)
-        migrate(url)
-        _print_progress(f"starting a stack (broker {broker.bootstrap}, database {name}) …")
-        stack = start_stack(broker.bootstrap, url, free_port())
-        try:
-            processes = {service_name(child): child for child in psutil.Process(stack.process.pid).children()}
-            if broker.process is not None:
-                processes["broker"] = psutil.Process(broker.process.pid)
-            yield stack.ws, processes
-        finally:
-            stop_stack(stack)
-            _drop_database(url, name)
+        with throwaway_database("avatar_load", embedded_dir="load-pg") as url:
+            _print_progress(f"starting a stack (broker {broker.bootstrap}, database {url.rsplit('/', 1)[-1]}) …")
+            stack = start_stack(broker.bootstrap, url, free_port())
+            try:
+                processes = named_processes(psutil.Process(stack.process.pid).children())
+                if broker.process is not None:
+                    processes["broker"] = psutil.Process(broker.process.pid)
+                yield stack.ws, processes
+            finally:
+                stop_stack(stack)
     finally:
         broker.stop()
-        if server is not None:
-            server.cleanup()
-
-
-def _drop_database(url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    from infra.database import with_database
-
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 # --- command line ----------------------------------------------------------------------------------------
