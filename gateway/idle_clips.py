@@ -79,7 +79,6 @@ class IdleClips:
         # Its own low-priority threads, so rendering never slows the to_thread work of live sessions.
         self._renderers = ThreadPoolExecutor(CONCURRENT_RENDERS, thread_name_prefix="idle-clip",
                                              initializer=_run_in_background)
-        self.renders = 0
 
     async def get(self, avatar_id: str, version: str) -> IdleClip:
         """The clip, rendered now (off the event loop) if it is not cached; raises what rendering raised."""
@@ -115,7 +114,6 @@ class IdleClips:
     async def _render_and_keep(self, key: ClipKey) -> IdleClip:
         try:
             clip = await asyncio.get_running_loop().run_in_executor(self._renderers, self._render, key[0])
-            self.renders += 1
         finally:
             del self._rendering[key]
         self._clips.put(key[0], (key[1], clip))

@@ -37,11 +37,6 @@ def effective_voice(asked: VoiceChoice, avatar_default: VoiceChoice, deployment_
     return VoiceChoice(tts=tts, voice=avatar_default.voice if same_backend else None)
 
 
-def enabled_engines(settings: Settings) -> list[str]:
-    """The backends this deployment's TTS processors run: TTS_ENGINE, then TTS_EXTRA_ENGINES."""
-    return selected_engine_names(settings)
-
-
 def parse_voice_choice(fields: Mapping[str, object]) -> VoiceChoice:
     """``tts`` and ``voice`` validated like a request's fields (blank = absent); VoiceRefused names the field."""
     given = {name: value for name in ("tts", "voice")
@@ -66,7 +61,7 @@ def default_for_avatar(choice: VoiceChoice, settings: Settings) -> VoiceChoice:
     if choice.tts is None and choice.voice is None:
         return NO_CHOICE
     tts = choice.tts or settings.tts_engine
-    enabled = enabled_engines(settings)
+    enabled = selected_engine_names(settings)  # TTS_ENGINE, then TTS_EXTRA_ENGINES
     if tts not in enabled:
         raise VoiceRefused("tts_unavailable", f"TTS backend '{tts}' is not enabled on this deployment; enabled: "
                                           f"{', '.join(enabled)} (TTS_ENGINE, TTS_EXTRA_ENGINES).")

@@ -141,12 +141,6 @@ class AvatarStore:
             raise AvatarNotFound(avatar_id)
         return _record(row)
 
-    def owner(self, avatar_id: str) -> str | None:
-        """The user id that registered the avatar, or None if there is no such avatar."""
-        with self.pool.connection() as conn:
-            row = conn.execute("SELECT user_id FROM avatars WHERE avatar_id = %s", (avatar_id,)).fetchone()
-        return None if row is None else str(row[0])
-
     def owner_and_voice(self, avatar_id: str) -> tuple[str, VoiceChoice] | None:
         """Who registered the avatar and its default voice, in one query; None if there is no such avatar."""
         with self.pool.connection() as conn:

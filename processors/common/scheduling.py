@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class _Lane[J]:
-    active: J | None = None
+    active: J  # a lane exists only while it has a job in progress
     waiting: deque[J] = field(default_factory=deque)
 
 
@@ -31,9 +31,9 @@ class LaneScheduler[L: Hashable, J]:
 
     def add(self, lane: L, job: J) -> None:
         """Queue ``job`` behind the lane's others; it starts at once if the lane is idle."""
-        state = self._lanes.setdefault(lane, _Lane())
-        if state.active is None:
-            state.active = job
+        state = self._lanes.get(lane)
+        if state is None:
+            self._lanes[lane] = _Lane(job)
             self._turns.append(lane)
             self._fresh.append(lane)
         else:
@@ -49,14 +49,12 @@ class LaneScheduler[L: Hashable, J]:
         else:
             return None
         self._turns.append(lane)  # its next turn comes after every other busy lane's
-        active = self._lanes[lane].active
-        assert active is not None
-        return active
+        return self._lanes[lane].active
 
     def finish(self, lane: L) -> None:
         """The lane's active job is done; its next waiting job (if any) becomes active."""
         state = self._lanes.get(lane)
-        if state is None or state.active is None:
+        if state is None:
             return
         self._forget_turn(lane)
         if state.waiting:
@@ -80,7 +78,7 @@ class LaneScheduler[L: Hashable, J]:
 
     def has_active(self, which: Callable[[L], bool]) -> bool:
         """Whether a lane ``which`` picks has a job in progress."""
-        return any(state.active is not None for lane, state in self._lanes.items() if which(lane))
+        return any(which(lane) for lane in self._lanes)
 
     def waiting(self, lane: L) -> int:
         """How many jobs of the lane wait behind its active one."""
