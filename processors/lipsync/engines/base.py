@@ -9,7 +9,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from processors.lipsync.visemes import Viseme
 from schemas.avatar import AvatarFaceData, RgbFrame
+
+VisemeMarks = tuple[tuple[float, Viseme], ...]  # (onset in seconds on a job's clock, viseme), in time order
 
 FPS = 25
 AUDIO_RATE = 16_000
@@ -24,12 +27,19 @@ class RenderJob:
     samples ``[k*640, (k+1)*640)``; it may run past the last frame (look-ahead context for engines that
     declare ``lookahead_frames``). ``first_frame`` is the frame's index within the whole request, so an
     engine can keep looping a video avatar and its idle motion continuous across jobs.
+
+    ``visemes`` are the onsets of the mouth shapes the speech is said with, in seconds on the job's clock
+    (0 is the start of its first frame), each shape lasting until the next onset. They come from the TTS's
+    own phoneme timings or, for speech that has none, from the audio estimator; they may start before 0
+    and run past the last frame (context, so chunked and whole renders agree). ``None``: no articulation
+    is known and an engine that needs it works from the audio alone.
     """
 
     avatar: AvatarFaceData
     audio: npt.NDArray[np.float32]
     first_frame: int
     n_frames: int
+    visemes: VisemeMarks | None = None
 
 
 class LipSyncEngine(Protocol):
