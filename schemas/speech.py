@@ -1,20 +1,35 @@
-"""Schema v2 of ``avatar.speech``: one speech segment (enveloped metadata + PCM16 mono bytes; v1 still read).
+"""Schema v3 of ``avatar.speech``: one speech segment (enveloped metadata + PCM16 mono bytes; v1 and v2 still read).
 
 v2 (issue 5) appends the same audio at 16 kHz for lip-sync after the playback-rate audio; v1 segments carry
 only the playback audio. Both parse; `lipsync_pcm16` is empty for v1.
+
+v3 (issue 10) adds the optional ``phonemes``: what the TTS said and when, as (start offset in samples at
+``sample_rate`` from the segment's first sample, IPA name), ending with a ``"_"`` mark where the speech stops.
+A backend that knows no timings (OpenAI) leaves the field out. Consumers must be upgraded before producers:
+a v2 reader refuses ``schema_version`` 3.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from schemas import envelope
 from schemas.common import AvatarId, Language, RequestId, SessionId
 
 TOPIC = "avatar.speech"
+PAUSE = "_"  # the phoneme name of the silence after the speech (the lip-sync's rest shape)
+MAX_PHONEME_NAME_CHARS = 16
+# A fast speaker says ~20 phonemes a second and a segment is one piece of text (at most TTS_PIECE_CHARS); the cap
+# only stops a hostile message from making a consumer build an enormous timeline.
+MAX_PHONEMES = 16_384
+
+PhonemeMark = tuple[int, str]
+"""(start offset in samples, IPA name or PAUSE): one phoneme as a TTS spoke it."""
+
+PhonemeName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PHONEME_NAME_CHARS, pattern=r"^\S+$")]
 
 
 class SpeechSegmentMeta(BaseModel):
@@ -22,7 +37,7 @@ class SpeechSegmentMeta(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    schema_version: Literal[1, 2] = 2
+    schema_version: Literal[1, 2, 3] = 3
     request_id: RequestId
     session_id: SessionId
     avatar_id: AvatarId
@@ -42,6 +57,11 @@ class SpeechSegmentMeta(BaseModel):
     lipsync_sample_count: int = Field(default=0, ge=0)
     speech_ms: int | None = Field(default=None, ge=0, description="speech before the trailing pause (subtitle)")
     engine: str | None = Field(default=None, description="the TTS backend that spoke this segment")
+    # v3: the TTS's own phoneme timings (absent when the backend knows none)
+    phonemes: list[tuple[Annotated[int, Field(ge=0, strict=True)], PhonemeName]] | None = Field(
+        default=None, max_length=MAX_PHONEMES,
+        description="(start offset in samples at sample_rate from the segment's first sample, IPA phoneme or "
+                    "'_' for the pause after the speech), offsets non-decreasing and within sample_count")
 
     @model_validator(mode="after")
     def _rate_fits_the_video_clock(self) -> SpeechSegmentMeta:
@@ -49,7 +69,22 @@ class SpeechSegmentMeta(BaseModel):
             raise ValueError(f"sample_rate {self.sample_rate} is not a multiple of 25 (one video frame)")
         if self.lipsync_sample_count and (self.schema_version < 2 or self.lipsync_sample_rate is None):
             raise ValueError("lipsync_sample_count needs schema_version 2 and lipsync_sample_rate")
+        if self.phonemes is not None:
+            self._check_phonemes(self.phonemes)
         return self
+
+    def _check_phonemes(self, marks: list[tuple[int, str]]) -> None:
+        if self.schema_version < 3:
+            raise ValueError(f"phonemes need schema_version 3, not {self.schema_version}")
+        previous = 0
+        for index, (offset, name) in enumerate(marks):
+            if offset < previous:
+                raise ValueError(f"phonemes[{index}] ({name!r}) starts at sample {offset}, before the previous "
+                                 f"mark at {previous}: offsets must not decrease")
+            if offset > self.sample_count:
+                raise ValueError(f"phonemes[{index}] ({name!r}) starts at sample {offset}, past the segment's "
+                                 f"{self.sample_count} samples")
+            previous = offset
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ gated RMS is set to one target with a peak limiter on top (so pieces and backend
 pause chosen by the punctuation that ended the piece is added, rounded up to whole 40 ms video frames. Whole
 frames let the playback audio (22 050 Hz) and the lip-sync audio (16 000 Hz) of a segment have exactly
 882 and 640 samples per frame, so the two never drift apart.
+
+The backend's phoneme marks go through the same steps (the trim moves them, the resampling rescales them), so
+each lands on the playback sample where its sound is; a final PAUSE mark says where the speech ends.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
+
+from schemas.speech import PAUSE, PhonemeMark
 
 PLAYBACK_RATE = 22_050  # espeak-ng's and piper's own rate, so the default path never resamples for playback
 LIPSYNC_RATE = 16_000  # what lip-sync audio features are computed at
@@ -53,6 +58,9 @@ class ShapedSpeech:
     playback: Pcm16  # PLAYBACK_RATE, whole video frames
     lipsync: Pcm16  # LIPSYNC_RATE, the same frames
     speech_samples: int  # playback samples before the trailing pause (where a subtitle ends)
+    # (playback sample, IPA name) within [0, speech_samples], ending with (speech_samples, PAUSE); empty when
+    # the backend gave no timings
+    phonemes: tuple[PhonemeMark, ...] = ()
 
     @property
     def frames(self) -> int:
@@ -83,13 +91,39 @@ def resample(audio: Float, from_rate: int, to_rate: int) -> Float:
     return resample_poly(audio, to_rate // divisor, from_rate // divisor).astype(np.float32)
 
 
-def trim_silence(audio: Float, rate: int, silence_dbfs: float, margin_ms: float = 12.0) -> Float:
-    """Cut leading and trailing silence, keeping a short margin so soft onsets and endings survive."""
+def trim_bounds(audio: Float, rate: int, silence_dbfs: float, margin_ms: float = 12.0) -> tuple[int, int]:
+    """[start, end) of the audio without its leading and trailing silence, keeping a short margin so soft
+    onsets and endings survive; (0, 0) when it is all silence."""
     loud = np.flatnonzero(np.abs(audio) > db_to_gain(silence_dbfs))
     if len(loud) == 0:
-        return audio[:0]
+        return 0, 0
     margin = int(rate * margin_ms / 1000)
-    return audio[max(0, loud[0] - margin) : loud[-1] + 1 + margin]
+    return max(0, int(loud[0]) - margin), min(len(audio), int(loud[-1]) + 1 + margin)
+
+
+def trim_silence(audio: Float, rate: int, silence_dbfs: float, margin_ms: float = 12.0) -> Float:
+    """Cut leading and trailing silence, keeping a short margin so soft onsets and endings survive."""
+    start, end = trim_bounds(audio, rate, silence_dbfs, margin_ms)
+    return audio[start:end]
+
+
+def map_marks(marks: tuple[PhonemeMark, ...], *, cut: int, from_rate: int, to_rate: int,
+              length: int) -> tuple[PhonemeMark, ...]:
+    """Marks of audio whose first `cut` samples were dropped and that was resampled to `to_rate`.
+
+    Rounded to the nearest output sample (resample_poly keeps time zero-phase, so scaling is exact) and
+    clamped to [0, length]: a mark inside the trimmed silence moves to the edge, and order is kept.
+    """
+    mapped: list[PhonemeMark] = []
+    for sample, name in marks:
+        at = round((sample - cut) * to_rate / from_rate)
+        mapped.append((min(max(at, 0), length), name))
+    return tuple(mapped)
+
+
+def end_with_pause(marks: tuple[PhonemeMark, ...], speech_samples: int) -> tuple[PhonemeMark, ...]:
+    """The marks and a final PAUSE where the speech ends (nothing for a backend that gave no marks)."""
+    return (*marks, (speech_samples, PAUSE)) if marks else ()
 
 
 def gated_rms_dbfs(audio: Float, rate: int, block_ms: float = 20.0) -> float | None:
@@ -172,16 +206,20 @@ def pad_to_frames(audio: Float, rate: int, pause_ms: int) -> Float:
     return np.concatenate([audio, np.zeros(frames * frame - len(audio), np.float32)])
 
 
-def shape_speech(pcm: Pcm16, rate: int, *, pause_ms: int, target: LoudnessTarget) -> ShapedSpeech:
-    """A backend's raw piece → levelled, faded, paused audio at the playback and the lip-sync rate."""
-    audio = trim_silence(to_float(pcm), rate, target.silence_dbfs)
-    audio = fade_edges(audio, rate, target.fade_ms)
+def shape_speech(pcm: Pcm16, rate: int, *, pause_ms: int, target: LoudnessTarget,
+                 phonemes: tuple[PhonemeMark, ...] = ()) -> ShapedSpeech:
+    """A backend's raw piece (and its phoneme marks at `rate`) → levelled, faded, paused audio at the playback
+    and the lip-sync rate, the marks in playback samples."""
+    raw = to_float(pcm)
+    start, end = trim_bounds(raw, rate, target.silence_dbfs)
+    audio = fade_edges(raw[start:end], rate, target.fade_ms)
     audio = resample(audio, rate, PLAYBACK_RATE)
     audio = normalise_loudness(audio, PLAYBACK_RATE, target)
     audio = limit_peaks(audio, PLAYBACK_RATE, target.peak_dbfs)
     speech_samples = len(audio)
+    marks = map_marks(phonemes, cut=start, from_rate=rate, to_rate=PLAYBACK_RATE, length=speech_samples)
     playback = pad_to_frames(audio, PLAYBACK_RATE, pause_ms)
     lipsync = resample(playback, PLAYBACK_RATE, LIPSYNC_RATE)
     frames = len(playback) // samples_per_frame(PLAYBACK_RATE)
     lipsync = lipsync[: frames * samples_per_frame(LIPSYNC_RATE)]  # exact already; the slice documents it
-    return ShapedSpeech(to_pcm16(playback), to_pcm16(lipsync), speech_samples)
+    return ShapedSpeech(to_pcm16(playback), to_pcm16(lipsync), speech_samples, end_with_pause(marks, speech_samples))

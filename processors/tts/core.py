@@ -167,7 +167,8 @@ class TtsCore:
     def _speak(self, plan: Planned, *, is_last: bool) -> ShapedSpeech:
         speech = plan.engine.synthesize(plan.piece.spoken, plan.piece.language, plan.voice)
         pause_ms = pause_after(plan.piece.display, is_last=is_last)
-        return shape_speech(speech.pcm, speech.sample_rate, pause_ms=pause_ms, target=self.loudness)
+        return shape_speech(speech.pcm, speech.sample_rate, pause_ms=pause_ms, target=self.loudness,
+                            phonemes=speech.phonemes)
 
     @staticmethod
     def _meta(request: TextRequest, plan: Planned, index: int, is_last: bool, shaped: ShapedSpeech,
@@ -179,6 +180,7 @@ class TtsCore:
             start_ms=start_samples * 1000 // OUTPUT_RATE, start_sample=start_samples, created_at_ms=created_at_ms,
             lipsync_sample_rate=LIPSYNC_RATE, lipsync_sample_count=len(shaped.lipsync),
             speech_ms=shaped.speech_samples * 1000 // OUTPUT_RATE, engine=plan.engine.name,
+            phonemes=list(shaped.phonemes) or None,  # a backend without timings leaves the field out
         )
 
 

@@ -105,7 +105,7 @@ def test_segments_tile_the_request_timeline_exactly_for_subtitles(core: TtsCore)
 def test_each_segment_carries_the_same_audio_at_sixteen_kilohertz_for_lip_sync(core: TtsCore) -> None:
     for segment in segments_of(list(core.handle(request(PARAGRAPH)))):
         meta = segment.meta
-        assert meta.schema_version == 2 and meta.lipsync_sample_rate == LIPSYNC_RATE
+        assert meta.schema_version == 3 and meta.lipsync_sample_rate == LIPSYNC_RATE
         assert meta.lipsync_sample_count * OUTPUT_RATE == meta.sample_count * LIPSYNC_RATE
         assert len(segment.lipsync_pcm16) == 2 * meta.lipsync_sample_count
         assert SpeechSegment.from_kafka(segment.to_kafka()) == segment

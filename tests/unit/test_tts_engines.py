@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from infra.settings import PROJECT_ROOT, Settings
+from processors.tts.engines import espeak, espeak_library
 from processors.tts.engines.base import EngineConfigError
 from processors.tts.engines.espeak import EspeakConfigError, EspeakEngine
 from processors.tts.engines.registry import build_engines, selected_engine_names
@@ -42,9 +43,28 @@ def test_espeak_with_a_voice_it_lacks_refuses_to_start_naming_the_setting() -> N
         EspeakEngine(voices={"fa": "no-such-language"})
 
 
-def test_espeak_missing_binary_refuses_to_start() -> None:
+def test_espeak_missing_library_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> None:
+        raise espeak_library.EspeakLibraryError("libespeak-ng not found: install the Debian package espeak-ng")
+
+    monkeypatch.setattr(espeak, "shared_library", missing)
     with pytest.raises(EspeakConfigError, match="install the Debian package espeak-ng"):
-        EspeakEngine("no-such-espeak-binary")
+        EspeakEngine()
+
+
+def test_espeak_with_a_variant_it_lacks_refuses_to_start_naming_the_setting() -> None:
+    with pytest.raises(EspeakConfigError, match="ESPEAK_VOICE_EN"):
+        EspeakEngine(voices={"en": "en-us+no-such-variant"})
+
+
+def test_espeak_speaks_in_process_without_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_process(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("espeak-ng must not run as a subprocess")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    speech = EspeakEngine().synthesize(SENTENCE, "en", "f3")
+    assert speech.duration_s > 1.0 and speech.phonemes
 
 
 def test_default_settings_run_espeak_only() -> None:

@@ -8,6 +8,8 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from schemas.speech import PhonemeMark
+
 Language = Literal["fa", "en"]
 VOICE_PATTERN = r"^[A-Za-z0-9_+.-]{1,64}$"  # voice names reach command lines and HTTP bodies: keep them plain
 
@@ -28,6 +30,8 @@ class EngineConfigError(RuntimeError):
 class Speech:
     pcm: npt.NDArray[np.int16]  # mono
     sample_rate: int
+    # (start sample at sample_rate, IPA name) in time order; empty when the backend knows no timings (OpenAI)
+    phonemes: tuple[PhonemeMark, ...] = ()
 
     @property
     def duration_s(self) -> float:

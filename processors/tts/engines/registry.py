@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from infra.settings import Settings
 from processors.tts.engines.base import EngineConfigError, Language, TtsEngine
 from processors.tts.engines.espeak import EspeakEngine
+from processors.tts.engines.espeak_library import EspeakLibraryError, shared_library
 
 ENGINE_NAMES = ("espeak", "openai", "piper")
 ALL_LANGUAGES: tuple[Language, ...] = ("fa", "en")
@@ -55,7 +55,7 @@ def selected_engine_names(settings: Settings) -> list[str]:
 def build_engine(name: str, settings: Settings) -> TtsEngine:
     """One backend from its settings; EngineConfigError says what is missing."""
     if name == "espeak":
-        return EspeakEngine(settings.espeak_binary, rate_wpm=settings.espeak_rate_wpm, pitch=settings.espeak_pitch,
+        return EspeakEngine(rate_wpm=settings.espeak_rate_wpm, pitch=settings.espeak_pitch,
                             voices={"fa": settings.espeak_voice_fa, "en": settings.espeak_voice_en})
     if name == "openai":
         from processors.tts.engines.openai_tts import OpenAiEngine
@@ -67,7 +67,8 @@ def build_engine(name: str, settings: Settings) -> TtsEngine:
     if name == "piper":
         from processors.tts.engines.piper import PiperEngine
 
-        return PiperEngine(settings.piper_model, threads=settings.piper_threads)
+        return PiperEngine(settings.piper_model, threads=settings.piper_threads,
+                           cache_dir=settings.data_dir / "models" / "piper")
     raise EngineConfigError(f"unknown TTS engine '{name}'; known: {', '.join(ENGINE_NAMES)}")
 
 
@@ -91,7 +92,9 @@ def build_engines(settings: Settings) -> EngineSet:
 
 
 def _fallback_speaker(settings: Settings, selected: Iterable[str], missing: list[Language]) -> TtsEngine:
-    if shutil.which(settings.espeak_binary) is None:
+    try:
+        shared_library()
+    except EspeakLibraryError as error:
         raise EngineConfigError(f"no selected TTS engine ({', '.join(selected)}) speaks {', '.join(missing)}: "
-                                "install espeak-ng or add openai to TTS_EXTRA_ENGINES")
+                                f"install espeak-ng or add openai to TTS_EXTRA_ENGINES ({error})") from error
     return build_engine("espeak", settings)
