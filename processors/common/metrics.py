@@ -18,6 +18,12 @@ QUEUE_LAG_SECONDS = Histogram("avatar_processor_queue_lag_seconds", "message pro
                               ["processor"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 STAGE_SECONDS = Histogram("avatar_stage_seconds", "time per pipeline stage (per chunk or piece)",
                           ["stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+ARTICULATION_SOURCES = Counter("avatar_lipsync_segments_total",
+                               "speech segments lip-synced, by where their visemes came from: the TTS's own phoneme "
+                               "timings (tts), the audio estimator (estimated) or none (none: loudness only)",
+                               ["source"], registry=REGISTRY)
+UNKNOWN_PHONEMES = Counter("avatar_lipsync_unknown_phonemes_total",
+                           "phoneme names the viseme table does not know (said as rest)", registry=REGISTRY)
 MODEL_LOAD_SECONDS = Gauge("avatar_model_load_seconds", "time the engine took to load at start-up", ["engine"],
                            registry=REGISTRY)
 

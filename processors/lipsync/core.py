@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from processors.lipsync.engines.base import AUDIO_RATE, LipSyncEngine, RenderJob
+from processors.lipsync.engines.base import AUDIO_RATE, LipSyncEngine, RenderJob, VisemeMarks
 from processors.lipsync.media import FragmentedMp4Writer
+from processors.lipsync.visemes import UnknownPhonemes, Viseme, unknown_phonemes, viseme_onsets
 from schemas.avatar import AvatarFaceData
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
 from schemas.speech import SpeechSegment
@@ -65,6 +66,10 @@ ProgressLookup = Callable[[str, str], EmittedProgress | None]  # (session_id, re
 
 
 StageObserver = Callable[[str, float], None]  # (stage, seconds)
+# Speech without the TTS's timings (OpenAI, client audio) → viseme onsets, seconds from the audio's start.
+OnsetEstimator = Callable[[np.ndarray], Sequence[tuple[float, Viseme]]]
+SourceObserver = Callable[[str], None]  # where a segment's articulation came from: "tts", "estimated", "none"
+ONSET_CONTEXT_S = 0.5  # onsets a job sees around its frames: more than any pose reaches (articulation.py)
 
 
 def ignore_stage(_stage: str, _seconds: float) -> None:
@@ -72,6 +77,10 @@ def ignore_stage(_stage: str, _seconds: float) -> None:
 
 
 def nothing_emitted(_session_id: str, _request_id: str) -> EmittedProgress | None:
+    return None
+
+
+def ignore_source(_source: str) -> None:
     return None
 
 
@@ -86,6 +95,8 @@ class _RequestStream:
     seq: int = 0
     emitted_frames: int = 0  # after a restart: frames a previous worker already sent
     carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+    # viseme onsets in seconds from the request's first frame; None while the request's speech has none
+    onsets: list[tuple[float, Viseme]] | None = None
 
 
 class LipSyncCore:
@@ -110,6 +121,9 @@ class LipSyncCore:
         is_interrupted: InterruptCheck = never_interrupted,
         progress: ProgressLookup = nothing_emitted,
         observe_stage: StageObserver = ignore_stage,
+        estimate_onsets: OnsetEstimator | None = None,
+        unknown: UnknownPhonemes = unknown_phonemes,
+        observe_source: SourceObserver = ignore_source,
     ) -> None:
         self.engine = engine
         self.avatars = avatars
@@ -121,6 +135,9 @@ class LipSyncCore:
         self.is_interrupted = is_interrupted
         self.progress = progress
         self.observe_stage = observe_stage
+        self.estimate_onsets = estimate_onsets
+        self.unknown = unknown
+        self.observe_source = observe_source
         self.lookahead = int(getattr(engine, "lookahead_frames", 0))
         self._streams: OrderedDict[str, _RequestStream] = OrderedDict()
         self._closed: OrderedDict[str, None] = OrderedDict()  # finished, failed or interrupted
@@ -186,6 +203,7 @@ class LipSyncCore:
             first_ever = meta.segment_index == 0 and stream.frames_done == 0
             pcm = _pad_to_frames(pcm, samples_per_frame, minimum_frames=1 if first_ever else 0)
         total_frames = len(pcm) // samples_per_frame
+        self._add_onsets(stream, segment)
         stream.carry = pcm[total_frames * samples_per_frame :]
         subtitle: str | None = meta.text
         offset = 0
@@ -204,7 +222,7 @@ class LipSyncCore:
             # Engines that look ahead (Wav2Lip's mel window) see what follows the chunk, within the segment.
             context = pcm[offset * samples_per_frame : (offset + size + self.lookahead) * samples_per_frame]
             writer = self._writer(stream, avatar)
-            data = self._encode(stream, writer, avatar, audio, context, size)
+            data = self._encode(stream, writer, avatar, audio, context, size, self._job_onsets(stream, size))
             if is_last:
                 data += writer.close()
             start_ms = stream.frames_done * 1000 // self.fps
@@ -239,12 +257,47 @@ class LipSyncCore:
             remaining -= size
         return sizes or ([0] if is_last_segment else [])
 
+    def _add_onsets(self, stream: _RequestStream, segment: SpeechSegment) -> None:
+        """Put the segment's viseme onsets on the request's timeline: from the TTS's phoneme timings, else
+        estimated from its audio; dropping those too old to reach any frame still to render."""
+        meta = segment.meta
+        start_sample = meta.start_sample if meta.start_sample is not None else meta.start_ms * meta.sample_rate // 1000
+        start_s = start_sample / meta.sample_rate
+        if meta.phonemes is not None:
+            marks = [(offset / meta.sample_rate, name) for offset, name in meta.phonemes]
+            onsets = list(viseme_onsets(marks, self.unknown))
+            self.observe_source("tts")
+        elif self.estimate_onsets is not None:
+            onsets = list(self.estimate_onsets(_lipsync_audio(segment)))
+            self.observe_source("estimated")
+        else:
+            self.observe_source("none")
+            return
+        timeline = stream.onsets if stream.onsets is not None else []
+        horizon = stream.frames_done / self.fps - ONSET_CONTEXT_S
+        keep_from = next((i for i, (t, _) in enumerate(timeline) if t >= horizon), len(timeline))
+        stream.onsets = timeline[max(keep_from - 1, 0):] + [(start_s + t, viseme) for t, viseme in onsets]
+
+    def _job_onsets(self, stream: _RequestStream, n_frames: int) -> VisemeMarks | None:
+        """The onsets around a job's frames on the job's own clock (0 = its first frame's start)."""
+        if stream.onsets is None:
+            return None
+        origin = stream.frames_done / self.fps
+        first, last = origin - ONSET_CONTEXT_S, origin + n_frames / self.fps + ONSET_CONTEXT_S
+        inside = [i for i, (t, _) in enumerate(stream.onsets) if first <= t <= last]
+        if not inside:
+            before = [i for i, (t, _) in enumerate(stream.onsets) if t < first]
+            inside = before[-1:]
+        elif inside[0] > 0:
+            inside.insert(0, inside[0] - 1)  # the shape already going on when the window starts
+        return tuple((stream.onsets[i][0] - origin, stream.onsets[i][1]) for i in inside)
+
     def _encode(self, stream: _RequestStream, writer: FragmentedMp4Writer, avatar: AvatarFaceData,
-                audio: np.ndarray, context: np.ndarray, n_frames: int) -> bytes:
+                audio: np.ndarray, context: np.ndarray, n_frames: int, onsets: VisemeMarks | None) -> bytes:
         if n_frames == 0:
             return b""
         started = time.perf_counter()
-        job = RenderJob(avatar, to_engine_audio(context, stream.sample_rate), stream.frames_done, n_frames)
+        job = RenderJob(avatar, to_engine_audio(context, stream.sample_rate), stream.frames_done, n_frames, onsets)
         frames = self.engine.render(job)
         rendered = time.perf_counter()
         data = writer.write(frames, audio)
@@ -271,6 +324,14 @@ class LipSyncCore:
     @property
     def open_requests(self) -> int:
         return len(self._streams)
+
+
+def _lipsync_audio(segment: SpeechSegment) -> np.ndarray:
+    """The segment's speech as float32 at the engines' 16 kHz (the v2 lip-sync copy when it has one)."""
+    meta = segment.meta
+    if segment.lipsync_pcm16 and meta.lipsync_sample_rate:
+        return to_engine_audio(np.frombuffer(segment.lipsync_pcm16, dtype="<i2"), meta.lipsync_sample_rate)
+    return to_engine_audio(np.frombuffer(segment.pcm16, dtype="<i2"), meta.sample_rate)
 
 
 def _pad_to_frames(pcm: np.ndarray, samples_per_frame: int, minimum_frames: int) -> np.ndarray:

@@ -22,6 +22,8 @@ from processors.lipsync.engines.base import LipSyncEngine
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.engines.wav2lip import Wav2LipEngine, Wav2LipModelError
 from processors.lipsync.progress import SessionTopicProgress
+from processors.lipsync.viseme_estimator import VisemeEstimator, VisemeEstimatorError
+from processors.lipsync.visemes import UnknownPhonemes
 from schemas.avatar import AvatarFaceData
 from schemas.envelope import EnvelopeError
 from schemas.speech import SpeechSegment
@@ -48,18 +50,34 @@ def build_engine(settings: Settings) -> LipSyncEngine:
     return engine
 
 
+def load_estimator() -> VisemeEstimator:
+    """The audio → viseme estimator for speech that comes without the TTS's timings; loaded at start-up."""
+    try:
+        return VisemeEstimator.load()
+    except VisemeEstimatorError as error:
+        raise SystemExit(f"lip-sync: the viseme estimator cannot load: {error}") from None
+
+
+def count_unknown_phoneme(_name: str) -> None:
+    metrics.UNKNOWN_PHONEMES.inc()
+
+
+def count_articulation_source(source: str) -> None:
+    metrics.ARTICULATION_SOURCES.labels(source).inc()
+
+
 def parse_segment(value: bytes) -> SpeechSegment:
     try:
         return SpeechSegment.from_kafka(value)
     except (EnvelopeError, ValidationError, ValueError) as error:
-        raise InvalidMessage(f"not a valid avatar.speech v1 message: {error}") from None
+        raise InvalidMessage(f"not a valid avatar.speech message: {error}") from None
 
 
 class LipSyncProcessor:
     """Kafka adapter around LipSyncCore; avatars come from PostgreSQL through an in-memory cache."""
 
     def __init__(self, settings: Settings, engine: LipSyncEngine, store: AvatarStore,
-                 interrupts: InterruptRegistry | None = None) -> None:
+                 interrupts: InterruptRegistry | None = None, estimator: VisemeEstimator | None = None) -> None:
         self.settings = settings
         self.store = store
         self.cache = AvatarCache(self._load_avatar, max_entries=settings.avatar_cache_max_entries,
@@ -69,7 +87,10 @@ class LipSyncProcessor:
         self.core = LipSyncCore(engine, self.cache.get, fps=settings.video_fps, chunk_frames=settings.chunk_frames,
                                 first_chunk_frames=settings.first_chunk_frames,
                                 crf=settings.video_crf, is_interrupted=self.interrupts.is_interrupted,
-                                progress=SessionTopicProgress(settings), observe_stage=metrics.observe_stage)
+                                progress=SessionTopicProgress(settings), observe_stage=metrics.observe_stage,
+                                estimate_onsets=(estimator or load_estimator()).estimate,
+                                unknown=UnknownPhonemes(count_unknown_phoneme),
+                                observe_source=count_articulation_source)
         self.control: ControlListener | None = None
         self.app = KafkaApp(
             settings, name="lipsync", input_topic=settings.kafka_speech_topic, handler=self.handle, engine=engine.name,

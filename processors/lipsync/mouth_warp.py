@@ -9,11 +9,18 @@ The fields are backward maps (output pixel -> where to sample the source). Every
 well inside the region's border, so the warped region meets the untouched frame without a seam. The
 jaw field steps from 0 to 1 across the lower inner lip: output pixels in that step would show the upper
 lip stretched down, and that is exactly the area painted over by the dark mouth cavity.
+
+Two fields close the mouth rather than open it, so a photo that shows its teeth can still say "p":
+``press`` brings the upper lip down and the lower lip up until their inner edges meet on a fixed line
+inside the gap (the teeth between them disappear; at press 1 the output is cut along that line, which is
+the crease where the lips touch), and ``tuck`` raises and thins the lower lip until it rests against the
+upper teeth (f, v). Both are linear in their amount, like the other fields, because their meeting lines
+are fixed in the output.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -28,6 +35,7 @@ Coordinate = float | np.floating
 MOUTH_OUTER = slice(48, 60)
 MOUTH_INNER = slice(60, 68)
 LOWER_INNER_LIP = (60, 67, 66, 65, 64)  # inner corner, lower inner lip, other inner corner
+UPPER_INNER_LIP = (60, 61, 62, 63, 64)
 JAW_LINE = tuple(range(3, 14))
 # Each eye (corner, upper lid x2, corner, lower lid x2) with the brow above it.
 EYES = (((36, 37, 38, 39, 40, 41), (17, 18, 19, 20, 21)), ((42, 43, 44, 45, 46, 47), (22, 23, 24, 25, 26)))
@@ -38,6 +46,11 @@ SUBPIXEL_BITS = 3
 CAVITY_POINTS = 21  # samples along the lip line; the landmarks alone give a polygonal, jagged mouth
 BLINK_EXTRA_PX = 1.0  # landmarks sit just inside the visible eye: the lid travels past them to hide it all
 LID_SKIN_SHARE = 0.55  # share of the lid-to-brow distance that stretches down over a closing eye
+UPPER_CLOSING_SHARE = 0.35  # of the lip gap, closed by the upper lip; the jaw brings the lower lip the rest
+SEAL_PX = 0.6  # the lips press a little past touching, so a closed mouth shows no sliver of teeth
+OVERLAP_PX = 0.75  # each lip reaches this far past the meeting line, so no sampled row lies between them
+TUCK_GAP_SHARE = 0.65  # of the lip gap the lower lip rises to meet the upper teeth in f/v
+TUCK_THINNING = 0.3  # share of the lower lip's height that rolls in under the upper teeth
 
 
 @dataclass(frozen=True)
@@ -45,19 +58,21 @@ class WarpSettings:
     """How far the face moves at the extremes of the pose, in mouth widths."""
 
     max_opening: float = 0.28  # drop of the lower lip centre at opening 1
-    max_width: float = 0.10  # shift of each lip corner at width +-1
+    max_width: float = 0.13  # shift of each lip corner at width +-1
     upper_lip_share: float = 0.12  # the upper lip rises by this share of the drop
 
 
 @dataclass(frozen=True)
 class Pose:
     """One frame's pose: ``opening`` 0..1, ``width`` -1 (rounded)..+1 (spread), head ``sway`` in pixels
-    (x, y) and ``blink`` 0 (eyes open)..1 (closed)."""
+    (x, y), ``blink`` 0 (eyes open)..1 (closed), and the closing movements ``press`` and ``tuck``."""
 
     opening: float = 0.0
     width: float = 0.0
     sway: tuple[float, float] = (0.0, 0.0)
     blink: float = 0.0
+    press: float = 0.0  # 0 (as the source) .. 1 (lips closed and pressed)
+    tuck: float = 0.0  # 0 .. 1 (lower lip against the upper teeth)
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,9 @@ class CavityPlan:
     dark: FloatArray  # (3,) RGB of the throat
     tongue: FloatArray  # (3,) RGB of the bottom of a wide-open mouth
     teeth_px: float  # height of the hint of upper teeth; 0 where the source already shows teeth
+    press_top: FloatArray  # (n,) how far the cavity's top edge comes down at press 1
+    press_bottom: FloatArray  # (n,) how far its bottom edge comes up at press 1
+    tuck_bottom: FloatArray  # (n,) how far its bottom edge comes up at tuck 1
 
 
 @dataclass(frozen=True)
@@ -103,16 +121,23 @@ class WarpPlan:
     open_y: FloatArray
     width_x: FloatArray  # displacement per pixel of corner shift
     width_y: FloatArray
+    press_x: FloatArray  # displacement at press 1 (already in pixels)
+    press_y: FloatArray
+    tuck_x: FloatArray  # displacement at tuck 1 (in pixels)
+    tuck_y: FloatArray
     head: FloatArray | None  # share of the head sway per pixel; None when idle motion is off
     eyes: tuple[EyePlan, ...]  # empty when idle motion is off
     cavity: CavityPlan
     opening_px: float  # drop at opening 1
     width_px: float  # corner shift at width 1
+    rest_opening: float  # the source's own gap between the inner lips, in units of opening (drop at 1)
+    press_closing: float  # how much of that gap press 1 closes, lips' overlap included, in the same units
 
     @property
     def nbytes(self) -> int:
         """Memory held by the per-pixel arrays (what a cache of plans should budget for)."""
-        arrays = [self.grid_x, self.grid_y, self.open_x, self.open_y, self.width_x, self.width_y]
+        arrays = [self.grid_x, self.grid_y, self.open_x, self.open_y, self.width_x, self.width_y,
+                  self.press_x, self.press_y, self.tuck_x, self.tuck_y]
         arrays += [self.head] if self.head is not None else []
         return sum(int(a.nbytes) for a in arrays)
 
@@ -128,6 +153,8 @@ class _MouthFrame:
     inner_half: float
     lower_lip_u: FloatArray
     lower_lip_v: FloatArray
+    upper_lip_u: FloatArray  # the upper inner lip
+    upper_lip_v: FloatArray
     jaw_u: FloatArray
     jaw_v: FloatArray
     nose_v: float
@@ -156,6 +183,7 @@ def build_plan(image: RgbFrame, landmarks: npt.ArrayLike, settings: WarpSettings
         box = _union(box, _head_box(points, width, height))
     grid_x, grid_y = _grid(box)
     open_x, open_y, width_x, width_y = _mouth_fields(mouth, grid_x, grid_y, settings)
+    press_x, press_y, tuck_x, tuck_y = _closing_fields(mouth, grid_x, grid_y)
     head = _head_field(points, grid_x, grid_y) if idle_motion else None
     eyes = tuple(_eye_plan(points[list(eye)], points[list(brow)], box) for eye, brow in EYES) if idle_motion else ()
     return WarpPlan(
@@ -166,12 +194,36 @@ def build_plan(image: RgbFrame, landmarks: npt.ArrayLike, settings: WarpSettings
         open_y=open_y,
         width_x=width_x,
         width_y=width_y,
+        press_x=press_x,
+        press_y=press_y,
+        tuck_x=tuck_x,
+        tuck_y=tuck_y,
         head=head,
         eyes=eyes,
         cavity=_cavity_plan(image, points, mouth, settings, idle_motion),
         opening_px=settings.max_opening * mouth.mouth_width,
         width_px=settings.max_width * mouth.mouth_width,
+        rest_opening=_middle_gap(mouth) / (settings.max_opening * mouth.mouth_width),
+        press_closing=(_middle_gap(mouth) + 2.0 * (0.5 * SEAL_PX + OVERLAP_PX))
+        / (settings.max_opening * mouth.mouth_width),
     )
+
+
+def _middle_gap(mouth: _MouthFrame) -> float:
+    return float(max(np.interp(0.0, mouth.lower_lip_u, mouth.lower_lip_v)
+                     - np.interp(0.0, mouth.upper_lip_u, mouth.upper_lip_v), 0.0))
+
+
+def fit_to_frame(pose: Pose, plan: WarpPlan) -> Pose:
+    """A pose whose ``opening`` is the lip gap wanted (0 closed .. 1 the widest), made into the movement
+    this frame needs: a source that already shows a gap opens only by the rest, or closes (press) to a
+    smaller one. So a viseme looks the same on a closed-mouth photo, a smiling one and every frame of a
+    video."""
+    rest = plan.rest_opening
+    if pose.opening >= rest:
+        return replace(pose, opening=pose.opening - rest)
+    closing = (rest - pose.opening) / plan.press_closing * (1.0 - pose.tuck)
+    return replace(pose, opening=0.0, press=max(pose.press, closing))
 
 
 def warp_frame(image: RgbFrame, plan: WarpPlan, pose: Pose) -> RgbFrame:
@@ -192,7 +244,7 @@ def warp_frame(image: RgbFrame, plan: WarpPlan, pose: Pose) -> RgbFrame:
     x0, y0, x1, y1 = plan.box
     out[y0:y1, x0:x1] = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if drop > 0.25:
-        _paint_cavity(out, plan.cavity, drop, shift, pose.sway)
+        _paint_cavity(out, plan.cavity, drop, shift, pose)
     return out
 
 
@@ -203,6 +255,10 @@ def _displacement_terms(plan: WarpPlan, drop: float, shift: float, pose: Pose) -
         terms += [(plan.open_x, 0, drop), (plan.open_y, 1, drop)]
     if abs(shift) > 1e-3:
         terms += [(plan.width_x, 0, shift), (plan.width_y, 1, shift)]
+    if pose.press > 1e-3:
+        terms += [(plan.press_x, 0, pose.press), (plan.press_y, 1, pose.press)]
+    if pose.tuck > 1e-3:
+        terms += [(plan.tuck_x, 0, pose.tuck), (plan.tuck_y, 1, pose.tuck)]
     if plan.head is not None:
         terms += [(plan.head, axis, pose.sway[axis]) for axis in (0, 1) if abs(pose.sway[axis]) > 1e-3]
     return terms
@@ -216,6 +272,7 @@ def _mouth_frame(points: FloatArray) -> _MouthFrame:
     origin = (0.5 * (points[UPPER_INNER_MID] + points[LOWER_INNER_MID])).astype(np.float32)
     u, v = _to_uv(origin, u_axis, v_axis, points[:, 0], points[:, 1])
     lower_u, lower_v = _sorted_knots(u[list(LOWER_INNER_LIP)], v[list(LOWER_INNER_LIP)])
+    upper_u, upper_v = _sorted_knots(u[list(UPPER_INNER_LIP)], v[list(UPPER_INNER_LIP)])
     jaw_u, jaw_v = _sorted_knots(u[list(JAW_LINE)], v[list(JAW_LINE)])
     return _MouthFrame(
         origin=origin,
@@ -225,6 +282,8 @@ def _mouth_frame(points: FloatArray) -> _MouthFrame:
         inner_half=float(max(0.5 * (u[64] - u[60]), 0.2 * mouth_width)),
         lower_lip_u=lower_u,
         lower_lip_v=lower_v,
+        upper_lip_u=upper_u,
+        upper_lip_v=upper_v,
         jaw_u=jaw_u,
         jaw_v=jaw_v,
         nose_v=float(min(v[NOSE_BASE], v[LIP_TOP] - 0.15 * mouth_width)),
@@ -304,6 +363,66 @@ def _corner_shift(mouth: _MouthFrame, u: FloatArray, v: FloatArray) -> FloatArra
     lower_reach = mouth.lip_bottom_v + 0.6 * (mouth.chin_v - mouth.lip_bottom_v)
     vertical = _smoothstep(mouth.nose_v, mouth.lip_top_v, v) * (1.0 - _smoothstep(mouth.lip_bottom_v, lower_reach, v))
     return (lateral * vertical).astype(np.float32)
+
+
+def _lip_gap(mouth: _MouthFrame, u: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The upper inner lip's v and the gap below it to the lower inner lip, at each u (0 past the corners).
+
+    Between the landmarks the gap is taken as the larger of the straight line through them and an ellipse
+    through the middle gap: an open mouth is rounded, and the straight line would leave a sliver of the
+    inside showing near the corners when the lips close.
+    """
+    upper = np.interp(u, mouth.upper_lip_u, mouth.upper_lip_v).astype(np.float32)
+    linear = np.maximum(_lip_line_v(mouth, u) - upper, 0.0)
+    rounded = _middle_gap(mouth) * np.sqrt(np.maximum(1.0 - (u / (1.1 * mouth.inner_half)) ** 2, 0.0))
+    inside = 1.0 - _smoothstep(1.1 * mouth.inner_half, 1.4 * mouth.inner_half, np.abs(u))
+    return upper, (np.maximum(linear, rounded) * inside).astype(np.float32)
+
+
+def _closing_amounts(mouth: _MouthFrame, u: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Per u: the line the lips meet on, how far the upper lip comes down and the lower lip comes up at
+    press 1, and how far the lower lip comes up at tuck 1."""
+    upper, gap = _lip_gap(mouth, u)
+    seal = SEAL_PX * (1.0 - _smoothstep(1.2 * mouth.inner_half, 1.7 * mouth.inner_half, np.abs(u)))
+    meeting = upper + UPPER_CLOSING_SHARE * gap
+    overlap = 0.5 * seal + OVERLAP_PX * (seal > 0)
+    down = UPPER_CLOSING_SHARE * gap + overlap
+    up = (1.0 - UPPER_CLOSING_SHARE) * gap + overlap
+    return meeting.astype(np.float32), down.astype(np.float32), up.astype(np.float32), \
+        (TUCK_GAP_SHARE * gap).astype(np.float32)
+
+
+def _closing_fields(
+    mouth: _MouthFrame, x: FloatArray, y: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Displacement (image x, y) at press 1 and at tuck 1.
+
+    Press: above the meeting line the upper lip comes down (fading up to the nose), below it the lower lip
+    and the chin come up (fading into the neck like the jaw). Tuck: below the line where the lower lip
+    meets the upper teeth the lower lip comes up, its outer edge further than its inner edge so that it
+    thins as it rolls in.
+    """
+    u, v = mouth.to_uv(x, y)
+    meeting, down, up, tuck_rise = _closing_amounts(mouth, u)
+    # A hard cut, not a blend: any displacement between "down" and "up" would sample the teeth again.
+    lower_side = (v >= meeting).astype(np.float32)
+    above = _smoothstep_arr(np.full_like(v, mouth.nose_v), meeting, v)
+    jaw_line_v = np.interp(u, mouth.jaw_u, mouth.jaw_v).astype(np.float32)
+    below = 1.0 - _smoothstep_arr(jaw_line_v, jaw_line_v + 0.9 * mouth.mouth_width, v)
+    # The amounts already end at the corners; this only keeps the cheeks beside the chin from following.
+    lateral = 1.0 - _smoothstep(0.75 * mouth.mouth_width, 1.15 * mouth.mouth_width, np.abs(u))
+    press_v = (1.0 - lower_side) * down * above - lower_side * up * below * lateral
+    lip_line = _lip_line_v(mouth, u)
+    tuck_line = lip_line - tuck_rise
+    lip_height = max(mouth.lip_bottom_v - float(np.interp(0.0, mouth.lower_lip_u, mouth.lower_lip_v)), 1.0)
+    rolled = TUCK_THINNING * lip_height * _smoothstep_arr(lip_line, np.full_like(v, mouth.lip_bottom_v), v)
+    tuck_v = np.where(v >= tuck_line, -(tuck_rise + rolled) * below * lateral, 0.0)
+    return (
+        (press_v * mouth.v_axis[0]).astype(np.float32),
+        (press_v * mouth.v_axis[1]).astype(np.float32),
+        (tuck_v * mouth.v_axis[0]).astype(np.float32),
+        (tuck_v * mouth.v_axis[1]).astype(np.float32),
+    )
 
 
 def _head_field(points: FloatArray, x: FloatArray, y: FloatArray) -> FloatArray:
@@ -404,6 +523,7 @@ def _cavity_plan(
     per_sway = _head_field(points, line_x, line_y) if idle_motion else np.zeros_like(line_x)
     lip_rgb = _lip_colour(image, points)
     gap = float(np.linalg.norm(points[LOWER_INNER_MID] - points[UPPER_INNER_MID]))
+    _, press_down, press_up, tuck_rise = _closing_amounts(mouth, u)
     return CavityPlan(
         lip_line=np.stack([line_x, line_y], axis=1).astype(np.float32),
         upper_per_open=np.stack([up_ox, up_oy], axis=1),
@@ -414,6 +534,9 @@ def _cavity_plan(
         tongue=(0.55 * lip_rgb).astype(np.float32),
         # A source that already shows its teeth keeps them above the lip line; drawing more would double them.
         teeth_px=float(max(0.09 * mouth.mouth_width - gap, 0.0)),
+        press_top=press_down,
+        press_bottom=press_up,
+        tuck_bottom=tuck_rise,
     )
 
 
@@ -427,11 +550,17 @@ def _lip_colour(image: RgbFrame, points: FloatArray) -> FloatArray:
     return np.asarray(cv2.mean(image, mask=mask)[:3], dtype=np.float32)
 
 
-def _paint_cavity(out: RgbFrame, cavity: CavityPlan, drop: float, shift: float, sway: tuple[float, float]) -> None:
+def _paint_cavity(out: RgbFrame, cavity: CavityPlan, drop: float, shift: float, pose: Pose) -> None:
     """Blend the dark inside of the open mouth (and a hint of upper teeth) into ``out`` in place."""
-    moved = cavity.lip_line + shift * cavity.per_width + np.outer(cavity.per_sway, sway).astype(np.float32)
+    moved = cavity.lip_line + shift * cavity.per_width + np.outer(cavity.per_sway, pose.sway).astype(np.float32)
     top = moved + drop * cavity.upper_per_open
     bottom = moved + drop * cavity.lower_per_open
+    # The closing movements shrink the opening from both edges (along the mouth's v axis, like the drop).
+    v_axis = cavity.lower_per_open / np.maximum(np.linalg.norm(cavity.lower_per_open, axis=1, keepdims=True), 1e-6)
+    top = top + (pose.press * cavity.press_top)[:, None] * v_axis
+    bottom = bottom - (pose.press * cavity.press_bottom + pose.tuck * cavity.tuck_bottom)[:, None] * v_axis
+    if float(np.max(np.sum((bottom - top) * v_axis, axis=1))) <= 0.25:
+        return  # closed: nothing of the inside shows
     polygon = np.concatenate([top, bottom[::-1]])
     height, width = out.shape[:2]
     x0, y0, x1, y1 = _clip_box(

@@ -6,16 +6,19 @@ piper's phonemiser write them, for English (``en-us``) and Persian (``fa``) alik
 subset of the same symbols (``ɑ`` for آ, ``a`` for َ, ``e`` for ِ, ``o`` for ُ, ``x`` for خ, ``q`` for ق/غ,
 ``ʔ`` for ع/ء). The full table is written out in docs/engines.md ("Visemes").
 
-Each shape is a target pose: ``opening`` 0..1 (jaw drop), ``width`` -1 (rounded, protruded) .. +1 (spread),
-``press`` 0..1 (lips brought together until they meet, covering any teeth the photo shows), ``tuck`` 0..1
-(the lower lip raised against the upper teeth), and ``dominance``: how strongly the shape resists its
-neighbours (a weak ``h`` or ``k`` takes the shape of the vowel beside it; ``p`` never gives way).
+Each shape is a target pose: ``opening`` 0..1 (the gap between the lips, closed to the widest; the
+renderer turns it into a jaw drop or a closing movement for each avatar frame), ``width`` -1 (rounded,
+protruded) .. +1 (spread), ``press`` 0..1 (lips brought together until they meet, covering any teeth the
+photo shows), ``tuck`` 0..1 (the lower lip raised against the upper teeth), and ``dominance``: how
+strongly the shape resists its neighbours (a weak ``h`` or ``k`` takes the shape of the vowel beside it;
+``p`` never gives way).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -48,21 +51,21 @@ class Shape:
 
 
 SHAPES: dict[Viseme, Shape] = {
-    Viseme.REST: Shape(0.0, 0.0, press=0.85, dominance=0.6),
+    Viseme.REST: Shape(0.0, 0.0, press=1.0, dominance=0.6),
     Viseme.CLOSED: Shape(0.0, 0.0, press=1.0, dominance=1.0),
-    Viseme.LABIODENTAL: Shape(0.1, 0.15, tuck=1.0, dominance=1.0),
-    Viseme.DENTAL: Shape(0.22, 0.1, dominance=0.7),
+    Viseme.LABIODENTAL: Shape(0.12, 0.15, tuck=1.0, dominance=1.0),
+    Viseme.DENTAL: Shape(0.24, 0.1, dominance=0.7),
     Viseme.ALVEOLAR: Shape(0.22, 0.1, dominance=0.45),
-    Viseme.SIBILANT: Shape(0.1, 0.3, dominance=0.7),
-    Viseme.POSTALVEOLAR: Shape(0.18, -0.55, dominance=0.8),
+    Viseme.SIBILANT: Shape(0.12, 0.3, dominance=0.7),
+    Viseme.POSTALVEOLAR: Shape(0.2, -0.55, dominance=0.8),
     Viseme.VELAR: Shape(0.3, 0.0, dominance=0.25),
-    Viseme.RHOTIC: Shape(0.22, -0.4, dominance=0.5),
+    Viseme.RHOTIC: Shape(0.2, -0.4, dominance=0.5),
     Viseme.OPEN: Shape(1.0, 0.05),
-    Viseme.OPEN_MID: Shape(0.78, 0.1),
-    Viseme.MID: Shape(0.45, 0.35, dominance=0.8),
-    Viseme.SPREAD: Shape(0.2, 0.8),
+    Viseme.OPEN_MID: Shape(0.8, 0.1),
+    Viseme.MID: Shape(0.48, 0.35, dominance=0.8),
+    Viseme.SPREAD: Shape(0.28, 0.8),
     Viseme.ROUNDED: Shape(0.5, -0.65),
-    Viseme.PROTRUDED: Shape(0.18, -1.0),
+    Viseme.PROTRUDED: Shape(0.28, -1.0),
 }
 
 PAUSE = "_"  # the name a TTS gives the silence after its speech (espeak-ng and piper write it too)
@@ -89,19 +92,26 @@ PHONEME_VISEMES: dict[str, Viseme] = {
 # Marks that are not sounds: stress, length, syllable and tie marks, and espeak-ng's Persian "1".
 _NOT_SOUNDS = frozenset("ˈˌː ˑ.-|‖‿͡1234567890'\u0303\u0329\u032f")
 _LONGEST_UNIT = max(len(unit) for unit in PHONEME_VISEMES)
+LAST_PHONEME_S = 0.1  # how long a phoneme with no onset after it is taken to last
 FIRST_PART_SHARE = 0.6  # of a diphthong ("aɪ") or a vowel + r ("ʊɹ"): the first part is the longer
 
 
 class UnknownPhonemes:
-    """Counts the phoneme names the table does not know (they are spoken as rest); thread-safe."""
+    """Counts the phoneme names the table does not know (they are spoken as rest); thread-safe.
 
-    def __init__(self) -> None:
+    ``on_add`` hears each one too (the processor's metric); the counts here are for logs and tests.
+    """
+
+    def __init__(self, on_add: Callable[[str], None] | None = None) -> None:
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._on_add = on_add
 
     def add(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
+        if self._on_add is not None:
+            self._on_add(name)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -150,3 +160,21 @@ def _units(phoneme: str, unknown: UnknownPhonemes) -> list[Viseme]:
             units.append(Viseme.REST)
             position += 1
     return units
+
+
+def viseme_onsets(phonemes: Sequence[tuple[float, str]], unknown: UnknownPhonemes = unknown_phonemes,
+                  ) -> tuple[tuple[float, Viseme], ...]:
+    """Phoneme onsets (seconds, IPA name) → viseme onsets, a two-part phoneme split at its share of the
+    time until the next onset. The last phoneme should be the pause after the speech (``PAUSE``)."""
+    onsets: list[tuple[float, Viseme]] = []
+    for index, (start, name) in enumerate(phonemes):
+        parts = visemes_of(name, unknown)
+        if not parts:
+            continue
+        following = phonemes[index + 1][0] if index + 1 < len(phonemes) else start + LAST_PHONEME_S
+        at = start
+        for share, viseme in parts:
+            if not onsets or onsets[-1][1] is not viseme:
+                onsets.append((at, viseme))
+            at += share * max(following - start, 0.0)
+    return tuple(onsets)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -67,14 +65,6 @@ def roi_difference(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic], roi: 
 @pytest.fixture()
 def engine() -> EmbeddedEngine:
     return EmbeddedEngine()
-
-
-@pytest.fixture()
-def one_thread() -> Iterator[None]:
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    yield
-    cv2.setNumThreads(previous)
 
 
 def test_engine_satisfies_the_engine_interface(engine: EmbeddedEngine) -> None:
@@ -248,18 +238,6 @@ def test_mouth_track_of_two_jobs_matches_one_job_away_from_the_join() -> None:
     )
     assert np.abs(whole - split).max() < 0.3
     assert np.abs(whole - split)[np.r_[0:20, 30:50]].max() < 0.1
-
-
-def test_render_takes_at_most_2_5_ms_per_512_frame_on_one_thread(engine: EmbeddedEngine, one_thread: None) -> None:
-    avatar = astronaut_photo()
-    audio = syllables(100)
-    engine.prepare(avatar)
-    best = float("inf")
-    for _ in range(3):  # best of three: the machine is shared, the floor is the engine's own cost
-        start = time.perf_counter()
-        render(engine, avatar, audio, 0, 100)
-        best = min(best, (time.perf_counter() - start) / 100)
-    assert best <= 2.5e-3, f"{best * 1e3:.2f} ms per frame"
 
 
 def test_an_engine_over_its_plan_budget_still_renders_the_same_frames() -> None:

@@ -1,24 +1,31 @@
-"""The default lip-sync engine: speech-driven mouth warp over the cached landmarks, no model weights needed.
+"""The default lip-sync engine: articulated mouth warp over the cached landmarks, no model weights needed.
 
-Per job: the audio becomes per-frame mouth opening and width (``audio_features``), each frame picks its
-avatar frame (ping-pong through a video, the one image of a photo plus idle sway and blinks), and the
-precomputed warp of that frame (``mouth_warp``) is applied.
+Per job: the viseme onsets (from the TTS's phoneme timings, or estimated from the audio) become per-frame
+mouth poses (``articulation``: opening, width, lips pressed, lower lip tucked), each frame picks its avatar
+frame (ping-pong through a video, the one image of a photo plus idle sway and blinks), and the precomputed
+warp of that frame (``mouth_warp``) is applied. A job without onsets, or an engine built with
+``articulation=False``, falls back to following the loudness alone (``audio_features``; the engine before
+articulation, kept as the baseline the quality benchmark compares against).
 
 Continuity across the jobs of one request needs no state in the engine: the avatar frame, the sway and
-the blinks are functions of the request-wide frame index ``first_frame + k``, and the mouth of a frame
-depends on the audio of its job only within a few frames of it (see ``audio_features``). So any job,
-including a redelivered one, renders the same on any worker.
+the blinks are functions of the request-wide frame index ``first_frame + k``, and a frame's pose is a
+closed-form function of the onsets around it and of its own audio. So any job, including a redelivered
+one, renders the same on any worker, and a request rendered in chunks gives the same frames as in one job.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
-from processors.lipsync.audio_features import mouth_track
+import numpy as np
+
+from processors.lipsync.articulation import Articulation, articulate
+from processors.lipsync.audio_features import frame_rms_dbfs, mouth_track
 from processors.lipsync.bounded_cache import BoundedCache
-from processors.lipsync.engines.base import AUDIO_RATE, FPS, RenderJob
-from processors.lipsync.mouth_warp import Pose, WarpPlan, WarpSettings, build_plan, warp_frame
+from processors.lipsync.engines.base import AUDIO_RATE, FPS, SAMPLES_PER_FRAME, RenderJob
+from processors.lipsync.mouth_warp import Pose, WarpPlan, WarpSettings, build_plan, fit_to_frame, warp_frame
 from schemas.avatar import AvatarFaceData, RgbFrame
 
 SWAY_PX = 0.6  # head sway amplitude of a still photo; with the second sway and breathing, about a pixel
@@ -75,10 +82,12 @@ class EmbeddedEngine:
         settings: WarpSettings | None = None,
         *,
         idle_motion: bool = True,
+        articulation: bool = True,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self._settings = settings or WarpSettings()
         self._idle_motion = idle_motion
+        self._articulation = articulation
         self._plans: BoundedCache[PlanKey, WarpPlan] = BoundedCache(cache_bytes)
 
     def prepare(self, avatar: AvatarFaceData) -> None:
@@ -93,25 +102,44 @@ class EmbeddedEngine:
             raise ValueError(f"n_frames must be >= 0, got {job.n_frames}")
         if not job.avatar.frames:
             raise ValueError(f"avatar {job.avatar.avatar_id!r} has no frames")
-        track = mouth_track(job.audio, job.n_frames, rate=AUDIO_RATE, fps=FPS)
+        track = self.track(job)
+        articulated = self.articulates(job)
         frames: list[RgbFrame] = []
         for k in range(job.n_frames):
             frame_number = job.first_frame + k
             index = pingpong_index(frame_number, len(job.avatar.frames))
-            pose = self._pose(job.avatar, frame_number, float(track.opening[k]), float(track.width[k]))
-            frames.append(warp_frame(job.avatar.frames[index].image, self._plan(job.avatar, index), pose))
+            mouth = Pose(opening=float(track.opening[k]), width=float(track.width[k]), press=float(track.press[k]),
+                         tuck=float(track.tuck[k]))
+            plan = self._plan(job.avatar, index)
+            if articulated:
+                mouth = fit_to_frame(mouth, plan)
+            frames.append(warp_frame(job.avatar.frames[index].image, plan, self._pose(job.avatar, frame_number, mouth)))
         return frames
+
+    def articulates(self, job: RenderJob) -> bool:
+        """Whether the job's mouth follows its visemes (else its loudness, the engine before articulation)."""
+        return self._articulation and job.visemes is not None
+
+    def track(self, job: RenderJob) -> Articulation:
+        """The mouth pose parameters of each of the job's frames."""
+        if self.articulates(job):
+            assert job.visemes is not None
+            middles = (np.arange(job.n_frames) + 0.5) / FPS
+            return articulate(job.visemes, middles, frame_rms_dbfs(job.audio, job.n_frames, SAMPLES_PER_FRAME))
+        loudness = mouth_track(job.audio, job.n_frames, rate=AUDIO_RATE, fps=FPS)
+        zeros = np.zeros(job.n_frames, np.float32)
+        return Articulation(opening=loudness.opening, width=loudness.width, press=zeros, tuck=zeros)
 
     def render_many(self, jobs: Sequence[RenderJob]) -> list[list[RgbFrame]]:
         """Each job's frames; a warp has nothing to batch, so this is a loop."""
         return [self.render(job) for job in jobs]
 
-    def _pose(self, avatar: AvatarFaceData, frame_number: int, opening: float, width: float) -> Pose:
+    def _pose(self, avatar: AvatarFaceData, frame_number: int, mouth: Pose) -> Pose:
         # A video brings its own motion; idle motion on top would make the head swim.
         if not (self._idle_motion and avatar.is_still):
-            return Pose(opening=opening, width=width)
+            return mouth
         sway, blink = idle_pose(frame_number)
-        return Pose(opening=opening, width=width, sway=sway, blink=blink)
+        return replace(mouth, sway=sway, blink=blink)
 
     def _plan(self, avatar: AvatarFaceData, index: int) -> WarpPlan:
         frame = avatar.frames[index]
