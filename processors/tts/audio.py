@@ -112,12 +112,15 @@ def map_marks(marks: tuple[PhonemeMark, ...], *, cut: int, from_rate: int, to_ra
     """Marks of audio whose first `cut` samples were dropped and that was resampled to `to_rate`.
 
     Rounded to the nearest output sample (resample_poly keeps time zero-phase, so scaling is exact) and
-    clamped to [0, length]: a mark inside the trimmed silence moves to the edge, and order is kept.
+    clamped to [0, length]: a mark inside the trimmed silence moves to the edge. Offsets never decrease (a
+    mark a backend placed before its predecessor starts with it), so the segment always validates.
     """
     mapped: list[PhonemeMark] = []
+    previous = 0
     for sample, name in marks:
         at = round((sample - cut) * to_rate / from_rate)
-        mapped.append((min(max(at, 0), length), name))
+        previous = min(max(at, previous), length)
+        mapped.append((previous, name))
     return tuple(mapped)
 
 

@@ -153,3 +153,8 @@ def test_a_backend_without_timings_leaves_the_field_out(espeak: EspeakEngine) ->
                    if isinstance(event, SpeechSegment))
     assert segment.meta.phonemes is None and segment.meta.schema_version == 3
     assert b'"phonemes"' not in segment.to_kafka()
+
+
+def test_a_mark_placed_before_its_predecessor_starts_with_it_so_the_segment_validates() -> None:
+    assert map_marks(((500, "b"), (400, "a"), (900, "m")), cut=0, from_rate=PLAYBACK_RATE, to_rate=PLAYBACK_RATE,
+                     length=1000) == ((500, "b"), (500, "a"), (900, "m"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from processors.tts.engines.base import EngineConfigError, Language, Speech, TtsFailure, UnknownVoice
 from processors.tts.engines.espeak_library import EspeakLibrary, EspeakLibraryError, SpokenText, shared_library
-from schemas.speech import PhonemeMark
+from schemas.speech import MAX_PHONEME_NAME_CHARS, PhonemeMark
 
 DEFAULT_VOICES: dict[Language, str] = {"fa": "fa", "en": "en-us"}
 
@@ -62,8 +62,17 @@ class EspeakEngine:
 
 
 def phoneme_marks(spoken: SpokenText) -> tuple[PhonemeMark, ...]:
-    """The library's phoneme events as (sample, IPA) marks at the speech's own rate."""
-    return tuple((event.sample, event.phoneme) for event in spoken.phonemes)
+    """The library's phoneme events as (sample, IPA) marks at the speech's own rate.
+
+    Names are espeak-ng's (at most 8 bytes); blanks inside one are dropped so every mark is a valid
+    avatar.speech phoneme name.
+    """
+    marks: list[PhonemeMark] = []
+    for event in spoken.phonemes:
+        name = "".join(event.phoneme.split())
+        if name:
+            marks.append((event.sample, name[:MAX_PHONEME_NAME_CHARS]))
+    return tuple(marks)
 
 
 def _open_library() -> EspeakLibrary:

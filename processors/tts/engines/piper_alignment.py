@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from schemas.speech import MAX_PHONEME_NAME_CHARS, PAUSE, PhonemeMark
 
-PAD, BOS, EOS, SPACE = "_", "^", "$", " "  # piper's special symbols (piper/const.py)
+PAD, BOS, EOS = "_", "^", "$"  # piper's special symbols (piper/const.py)
 STRESS = frozenset("ˈˌ")
 TIE = "\u0361"  # t͡ʃ: the next symbol belongs to this phoneme
 PUNCTUATION = frozenset("!,.:;?¡¿—…、。，：；？！\"'()-")
@@ -47,7 +47,7 @@ def alignment_marks(phoneme_ids: Sequence[int], samples_per_id: Sequence[int], n
     for phoneme_id, count in zip(phoneme_ids, samples_per_id, strict=True):
         symbol = names.get(int(phoneme_id), "")
         start, at = at, at + int(count)
-        if symbol in ("", PAD, BOS, EOS, SPACE):
+        if symbol in ("", PAD, BOS, EOS) or symbol.isspace():
             continue
         if symbol in STRESS:
             onset = start if onset is None else onset
