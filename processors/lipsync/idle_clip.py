@@ -27,7 +27,7 @@ from processors.lipsync.engines.embedded import BLINK_PERIOD_FRAMES, EmbeddedEng
 from processors.lipsync.media import FragmentedMp4Writer
 from schemas.avatar import AvatarFaceData, RgbFrame
 
-IDLE_CLIP_FORMAT = 1  # bump when the clip of the same face data changes, so cached clips are re-rendered
+IDLE_CLIP_FORMAT = 2  # bump when the clip of the same face data changes, so cached clips are re-rendered
 PHOTO_BLINK_PERIODS = 2  # 8 s: two blinks at their pseudo-random places read as less mechanical than one
 MAX_VIDEO_LOOP_FRAMES = 10 * FPS  # one forward-and-back cycle of a video avatar, at most
 START_SLOTS_SEARCHED = 400  # candidate blink slots to start a photo's loop at (pure arithmetic, ~1 ms)
@@ -93,8 +93,9 @@ def render_idle_frames(avatar: AvatarFaceData, engine: EmbeddedEngine | None = N
         avatar.avatar_id, avatar.frames[: loop.source_frames], source_fps=avatar.source_fps, version=avatar.version)
     silence = np.zeros(loop.n_frames * SAMPLES_PER_FRAME, dtype=np.float32)
     renderer = engine or EmbeddedEngine(cache_bytes=ENGINE_CACHE_BYTES)
+    # No visemes but the pause: the articulated rest pose, so the loop matches the speaking face between words.
     return renderer.render(RenderJob(avatar=used, audio=silence, first_frame=loop.first_frame,
-                                     n_frames=loop.n_frames))
+                                     n_frames=loop.n_frames, visemes=()))
 
 
 def encode_idle_clip(frames: list[RgbFrame], *, crf: int = 23) -> IdleClip:
