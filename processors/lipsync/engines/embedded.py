@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from infra.bounded_cache import BoundedCache
 from processors.lipsync.audio_features import mouth_track
-from processors.lipsync.bounded_cache import BoundedCache
 from processors.lipsync.engines.base import AUDIO_RATE, FPS, RenderJob
 from processors.lipsync.mouth_warp import Pose, WarpPlan, WarpSettings, build_plan, warp_frame
 from schemas.avatar import AvatarFaceData, RgbFrame
