@@ -29,7 +29,7 @@ Listener = Callable[[Record], None]
 class SessionStreamConsumer:
     """Assigns (never subscribes) the one partition of each session topic a listener wants.
 
-    DESIGN.md: a consumer per session would cost librdkafka threads each, and a consumer group would add
+    docs/design.md: a consumer per session would cost librdkafka threads each, and a consumer group would add
     rebalance delays; one assigned consumer dispatching by topic has neither. Listeners are called on the
     consumer's thread and must hand work off quickly (e.g. ``loop.call_soon_threadsafe``).
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from infra.avatar_store import AvatarRecord, AvatarStore
-from processors.lipsync.bounded_cache import BoundedCache
+from infra.bounded_cache import BoundedCache
 from processors.lipsync.idle_clip import IDLE_CLIP_FORMAT, IdleClip, render_idle_clip
 
 IDLE_CLIP_PATH = "/avatar/{avatar_id}/idle.mp4"

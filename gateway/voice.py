@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from infra.settings import Settings
-from processors.tts.engines.registry import selected_engine_names
 from schemas.avatar import VoiceChoice
 
 NO_CHOICE = VoiceChoice()
@@ -61,7 +60,7 @@ def default_for_avatar(choice: VoiceChoice, settings: Settings) -> VoiceChoice:
     if choice.tts is None and choice.voice is None:
         return NO_CHOICE
     tts = choice.tts or settings.tts_engine
-    enabled = selected_engine_names(settings)  # TTS_ENGINE, then TTS_EXTRA_ENGINES
+    enabled = settings.selected_tts_engines
     if tts not in enabled:
         raise VoiceRefused("tts_unavailable", f"TTS backend '{tts}' is not enabled on this deployment; enabled: "
                                           f"{', '.join(enabled)} (TTS_ENGINE, TTS_EXTRA_ENGINES).")

@@ -22,10 +22,9 @@ from gateway.auth import ADMIN, Principal
 from gateway.idle_clips import idle_clip_url
 from gateway.ratelimit import caller_key
 from gateway.services import Services
-from gateway.voice import effective_voice
-from producers.client import ProduceError
+from gateway.speak import Refusal, UsableAvatar, admit, send, usable_avatar
 from schemas.avatar import VoiceChoice
-from schemas.common import Language, new_id
+from schemas.common import new_id
 from schemas.envelope import EnvelopeError
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
 from schemas.websocket import (
@@ -45,41 +44,33 @@ from schemas.websocket import (
 )
 
 log = logging.getLogger(__name__)
-LANGUAGES: dict[str | None, Language | None] = {"fa": "fa", "en": "en", None: None}
 ClientMessage = AvatarSelection | TextInput | Interrupt | Resume | Ping
 CLOSE_TOO_SLOW = 4008
 
 
-class ProtocolError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def parse_client_message(raw: str) -> ClientMessage:
-    """Validate one client frame, or raise ProtocolError with a specific code."""
+    """Validate one client frame, or raise Refusal with a specific code."""
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise ProtocolError("invalid_json", f"message is not valid JSON: {error.msg} at position {error.pos}") from None
+        raise Refusal("invalid_json", f"message is not valid JSON: {error.msg} at position {error.pos}") from None
     except RecursionError:  # thousands of nested brackets (found by tests/fuzz): refused, not a crashed handler
-        raise ProtocolError("invalid_json", "message is not valid JSON: nested too deeply") from None
+        raise Refusal("invalid_json", "message is not valid JSON: nested too deeply") from None
     try:  # a "\ud800" escape decodes to text that can go nowhere (Kafka, PostgreSQL): refused here
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise ProtocolError("invalid_message", "message holds an unpaired UTF-16 surrogate escape") from None
+        raise Refusal("invalid_message", "message holds an unpaired UTF-16 surrogate escape") from None
     if not isinstance(data, dict):
-        raise ProtocolError("invalid_message", "message must be a JSON object with a 'type' field")
+        raise Refusal("invalid_message", "message must be a JSON object with a 'type' field")
     kind = data.get("type")
     if kind not in CLIENT_TYPES:
-        raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+        raise Refusal("unknown_type", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
     try:
         return CLIENT_MESSAGE.validate_python(data)
     except ValidationError as error:
         problem = error.errors()[0]
         field = ".".join(str(part) for part in problem["loc"][1:]) or "message"
-        raise ProtocolError("invalid_message", f"{kind}: field '{field}': {problem['msg']}") from None
+        raise Refusal("invalid_message", f"{kind}: field '{field}': {problem['msg']}") from None
 
 
 def session_event_to_message(event: SessionEvent, cursor: int) -> dict[str, Any]:
@@ -108,7 +99,6 @@ class StreamSession:
         self.principal = principal
         self.caller = caller_key(services.settings, websocket)
         self.session_id: str | None = None
-        self.avatar_id: str | None = None
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self.in_flight: OrderedDict[str, None] = OrderedDict()  # accepted, final chunk not yet forwarded
@@ -119,7 +109,7 @@ class StreamSession:
         self.accepted_at: dict[str, float] = {}  # request → when accepted, until its first chunk
         self.playback_origin: dict[str, float] = {}  # request → when its first chunk went out
         # Read with the avatar's access check, so text inputs need no database (they go on through an outage).
-        self.avatar_voices: dict[str, VoiceChoice] = {}
+        self.avatar: UsableAvatar | None = None
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
@@ -140,13 +130,13 @@ class StreamSession:
     async def _on_frame(self, frame: Mapping[str, Any]) -> None:
         try:
             if frame.get("text") is None:
-                raise ProtocolError("binary_not_supported", "send JSON text frames, not binary frames")
+                raise Refusal("binary_not_supported", "send JSON text frames, not binary frames")
             await self._on_message(parse_client_message(frame["text"]))
         except psycopg.OperationalError:
             metrics.ERRORS.labels("database_unavailable").inc()
             await self.outbox.put(_dump(Error(code="database_unavailable", message=(
                 "the database is unavailable: sessions already speaking go on; try this again shortly"))))
-        except ProtocolError as error:
+        except Refusal as error:
             metrics.ERRORS.labels(error.code).inc()
             await self.outbox.put(_dump(Error(code=error.code, message=error.message)))
 
@@ -164,8 +154,7 @@ class StreamSession:
                 await self.outbox.put(_dump(Pong(ts_ms=int(time.time() * 1000))))
 
     async def _select(self, message: AvatarSelection) -> None:
-        await self._check_avatar(message.avatar_id)
-        self.avatar_id = message.avatar_id
+        self.avatar = await usable_avatar(self.services.store, self.principal, message.avatar_id)
         if self.session_id is None:
             self.session_id = new_id()
             topic = await asyncio.to_thread(self.services.admin.ensure_session_topic, self.session_id)
@@ -175,50 +164,32 @@ class StreamSession:
         await self.outbox.put(_dump(SessionReady(session_id=self.session_id, avatar_id=message.avatar_id,
                                                  idle_clip_url=idle_clip_url(message.avatar_id))))
 
-    async def _check_avatar(self, avatar_id: str) -> None:
-        found = await asyncio.to_thread(self.services.store.owner_and_voice, avatar_id)
-        if found is None or not self.principal.may_use(found[0]):  # another user's avatar looks like no avatar
-            raise ProtocolError("unknown_avatar", f"no registered avatar with id '{avatar_id}'")
-        self.avatar_voices[avatar_id] = found[1]
-
     async def _say(self, message: TextInput) -> None:
-        if self.session_id is None or self.avatar_id is None:
-            raise ProtocolError("no_avatar_selected", "send an avatar_selection (or resume) before text_input")
-        text = message.text.strip()
-        if not text:
-            raise ProtocolError("empty_text", "text is empty")
-        if len(text) > self.settings.max_text_chars:
-            raise ProtocolError("text_too_long", f"text has {len(text)} characters; the limit is "
-                                                 f"{self.settings.max_text_chars}")
+        if self.session_id is None or self.avatar is None:
+            raise Refusal("no_avatar_selected", "send an avatar_selection (or resume) before text_input")
+        admitted = admit(self.settings, self.avatar, message.text, message.language,
+                         VoiceChoice(tts=message.tts, voice=message.voice))
         limiter = self.websocket.app.state.limits.requests
         if not limiter.allow(self.caller):
-            raise ProtocolError("rate_limited", f"too many requests; wait {limiter.retry_after_s()} s")
-        if message.language not in LANGUAGES:
-            raise ProtocolError("unsupported_language", f"language {message.language!r} is not supported; use "
-                                                        f"'fa', 'en', or omit it to auto-detect")
-        language = LANGUAGES[message.language]
-        voice = effective_voice(VoiceChoice(tts=message.tts, voice=message.voice),
-                                self.avatar_voices.get(self.avatar_id, VoiceChoice()), self.settings.tts_engine)
+            raise Refusal("rate_limited", f"too many requests; wait {limiter.retry_after_s()} s")
         request_id = new_id()
         self.in_flight[request_id] = None  # before producing: its first chunk may come back at once
         self.accepted_at[request_id] = time.perf_counter()
         try:
-            await asyncio.to_thread(self.services.producer.send_text, session_id=self.session_id,
-                                    avatar_id=self.avatar_id, text=text, language=language, request_id=request_id,
-                                    tts=voice.tts, voice=voice.voice)
-        except ProduceError as error:
+            await send(self.services.producer, admitted, session_id=self.session_id, request_id=request_id)
+        except Refusal:
             self.in_flight.pop(request_id, None)
             self.accepted_at.pop(request_id, None)
-            raise ProtocolError("unavailable", f"the request could not be queued: {error}") from None
-        metrics.REQUESTS.labels(language or "auto").inc()
-        await self.outbox.put(_dump(RequestAccepted(request_id=request_id, language=language,
+            raise
+        metrics.REQUESTS.labels(admitted.language or "auto").inc()
+        await self.outbox.put(_dump(RequestAccepted(request_id=request_id, language=admitted.language,
                                                     queued_behind=len(self.in_flight) - 1)))
 
     async def _interrupt(self, message: Interrupt) -> None:
         if self.session_id is None:
-            raise ProtocolError("no_session", "nothing to interrupt: no session selected")
+            raise Refusal("no_session", "nothing to interrupt: no session selected")
         if message.request_id is not None and message.request_id not in self.in_flight:
-            raise ProtocolError("unknown_request", f"request '{message.request_id}' is not in flight")
+            raise Refusal("unknown_request", f"request '{message.request_id}' is not in flight")
         stopped = [message.request_id] if message.request_id else list(self.in_flight)
         self.interrupted.update(stopped)  # from now on none of their chunks is forwarded
         for request_id in stopped:
@@ -231,12 +202,12 @@ class StreamSession:
     async def _resume(self, message: Resume) -> None:
         record = await asyncio.to_thread(self.services.sessions.get, message.session_id)
         if record is None or not (self.principal.is_admin or record.user_id == self.principal.user_id):
-            raise ProtocolError("unknown_session", f"no session '{message.session_id}' to resume")
+            raise Refusal("unknown_session", f"no session '{message.session_id}' to resume")
         if record.ended:
-            raise ProtocolError("session_ended", f"session '{message.session_id}' ended after being idle")
-        await self._check_avatar(record.avatar_id)
+            raise Refusal("session_ended", f"session '{message.session_id}' ended after being idle")
+        self.avatar = await usable_avatar(self.services.store, self.principal, record.avatar_id)
         self._detach()
-        self.session_id, self.avatar_id = record.session_id, record.avatar_id
+        self.session_id = record.session_id
         if message.cursor is not None:
             start = message.cursor + 1
         else:

@@ -38,7 +38,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         **client_config(settings),
-        "fetch.wait.max.ms": settings.kafka_fetch_wait_ms,  # DESIGN.md: 10 ms gives ~2 ms per hop
+        "fetch.wait.max.ms": settings.kafka_fetch_wait_ms,  # docs/design.md: 10 ms gives ~2 ms per hop
         "fetch.max.bytes": max(settings.kafka_max_message_bytes, 52_428_800),
         "max.partition.fetch.bytes": settings.kafka_max_message_bytes,
         "session.timeout.ms": settings.kafka_session_timeout_ms,

@@ -243,6 +243,12 @@ class Settings(BaseSettings):
     def session_topic(self, session_id: str) -> str:
         return f"{self.kafka_session_topic_prefix}{session_id}"
 
+    @property
+    def selected_tts_engines(self) -> list[str]:
+        """The TTS backends enabled here: TTS_ENGINE first, then TTS_EXTRA_ENGINES, each once."""
+        extras = [name for name in self.tts_extra_engines.split(",") if name]
+        return list(dict.fromkeys([self.tts_engine, *extras]))
+
 
 class SettingsError(SystemExit):
     """Raised at start-up for bad configuration; its message names every bad variable."""

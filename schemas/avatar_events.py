@@ -8,8 +8,6 @@ from pydantic import BaseModel, ConfigDict
 
 from schemas.common import AvatarId
 
-TOPIC = "avatar.invalidations"
-
 
 class AvatarInvalidated(BaseModel):
     """The avatar's cached face data is gone (deleted) or outdated: forget it, reload on the next use."""

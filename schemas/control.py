@@ -8,8 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import RequestId, SessionId
 
-TOPIC = "avatar.control"
-
 
 class Interrupt(BaseModel):
     """Stop the named requests of a session (all that were accepted before ``ts_ms`` when none are named)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TOPIC = "avatar.dlq"
 REASON = "dlq.reason"
 SOURCE_TOPIC = "dlq.source.topic"
 SOURCE_PARTITION = "dlq.source.partition"

@@ -12,9 +12,6 @@ from schemas.common import AvatarId, Language, RequestId, SessionId, new_id
 TtsEngineName = Literal["espeak", "openai", "piper"]
 VoiceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_+.-]{1,64}$")]
 
-TOPIC = "avatar.requests"
-SCHEMA_VERSION = 1
-
 
 class TextRequest(BaseModel):
     """Say ``text`` with avatar ``avatar_id``; the video goes to ``avatar.session.<session_id>``."""

@@ -10,8 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from schemas import envelope
 from schemas.common import RequestId
 
-TOPIC_PREFIX = "avatar.session."
-
 
 class VideoChunkMeta(BaseModel):
     """One piece of a request's fragmented MP4; the payload is the MP4 bytes."""

@@ -6,8 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TOPIC = "avatar.status"
-
 
 class AvatarCacheStats(BaseModel):
     """A lip-sync worker's in-memory avatar cache, as counted since the worker started."""

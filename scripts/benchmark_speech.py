@@ -42,10 +42,10 @@ from infra.broker import EmbeddedBroker, free_port
 from infra.kafka import consumer_config, new_producer
 from infra.settings import Settings
 from processors.tts.core import OUTPUT_RATE, TtsCore
-from processors.tts.local_openai_server import LocalSpeechServer
 from processors.tts.main import TtsProcessor, create
 from schemas.requests import TextRequest, TtsEngineName
 from schemas.speech import SpeechSegment
+from tests.support.local_openai_server import LocalSpeechServer
 
 PERSIAN_PARAGRAPH = (
     "سلام، حال شما چطور است؟ امروز هوا در تهران آفتابی است و دمای هوا به ۲۵ درجه می‌رسد. "

@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: the repository's packages
+
 from infra.settings import Settings
-from processors.lipsync.engines.torch_checkpoint import CheckpointError
-from processors.lipsync.engines.wav2lip_convert import ConversionError, convert, default_calibration_feeds
-from processors.lipsync.engines.wav2lip_graph import CheckpointMismatch
+from scripts.wav2lip.convert import ConversionError, convert, default_calibration_feeds
+from scripts.wav2lip.graph import CheckpointMismatch
+from scripts.wav2lip.torch_checkpoint import CheckpointError
 
 DEFAULT_OUTPUT = Settings.model_fields["wav2lip_model_path"].default
 

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: the repository's packages
+
 FPS = 25
 RATE = 16_000
 CHUNK_FRAMES = 12  # the lip-sync processor's default chunk (CHUNK_FRAMES)
@@ -218,8 +220,8 @@ def wav2lip_model(cfg: Config, folder: str, variant: str) -> tuple[str, Report]:
     model (several times the model's size in memory) does not count in the serving process's peak."""
     if cfg.wav2lip_model and variant == "fp32":
         return cfg.wav2lip_model, {"weights": cfg.wav2lip_model}
-    from processors.lipsync.engines.wav2lip_convert import default_calibration_feeds, write_model
-    from processors.lipsync.engines.wav2lip_graph import random_state_dict, wav2lip_architecture
+    from scripts.wav2lip.convert import default_calibration_feeds, write_model
+    from scripts.wav2lip.graph import random_state_dict, wav2lip_architecture
 
     arch = wav2lip_architecture()
     path = Path(folder) / f"wav2lip-{variant}.onnx"

@@ -68,7 +68,7 @@ def error(status: int, code: str, message: str) -> HTTPException:
 
 
 def not_found(avatar_id: str) -> HTTPException:
-    return error(404, "avatar_not_found", f"No avatar with id '{avatar_id}'.")
+    return error(404, "unknown_avatar", f"No avatar with id '{avatar_id}'.")
 
 
 def refusal_response(refused: RegistrationRefused) -> JSONResponse:

@@ -47,7 +47,7 @@ Clips = Annotated[IdleClips, Depends(idle_clips)]
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {MEDIA_TYPE: {}}, "description": "the clip (206 for a Range request)"},
     304: {"description": "the clip under the `If-None-Match` ETag is still current"},
-    404: {"model": ErrorBody, "description": "no such avatar, or another user's (`avatar_not_found`)"},
+    404: {"model": ErrorBody, "description": "no such avatar, or another user's (`unknown_avatar`)"},
 }
 
 

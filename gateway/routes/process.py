@@ -15,8 +15,8 @@ from consumers.session_stream import Record
 from gateway.auth import Principal
 from gateway.deps import principal, services
 from gateway.services import Services
-from gateway.voice import effective_voice
-from producers.client import ProduceError, RequestAssembler, StreamItem, decode_session_record
+from gateway.speak import Admitted, Refusal, admit, send, usable_avatar
+from producers.client import RequestAssembler, StreamItem, decode_session_record
 from schemas.avatar import VoiceChoice
 from schemas.common import AvatarId, Language, new_id
 from schemas.requests import TtsEngineName, VoiceName
@@ -27,9 +27,10 @@ TOPIC_RELEASE_WAIT_S = 5.0  # longest wait for the consumer to unassign the topi
 TOPIC_DELETE_DELAY_S = 2.0  # then librdkafka still needs a moment before the topic may vanish (measured)
 _topic_deletions: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to its tasks
 
-# Pipeline error codes (README's protocol table) and the HTTP status each becomes here.
-PIPELINE_STATUS = {"unknown_avatar": 404, "nothing_to_say": 422, "text_too_long": 422, "empty_text": 422,
-                   "unsupported_language": 422, "unknown_voice": 422, "tts_unavailable": 422}
+# The HTTP status of each error code, the gateway's refusals and the pipeline's (README's protocol table) alike;
+# any other pipeline failure is a 502.
+STATUS_OF_CODE = {"unknown_avatar": 404, "nothing_to_say": 422, "text_too_long": 422, "empty_text": 422,
+                  "unsupported_language": 422, "unknown_voice": 422, "tts_unavailable": 422, "unavailable": 503}
 
 
 class ProcessRequest(BaseModel):
@@ -77,13 +78,8 @@ def problem(status: int, code: str, message: str) -> HTTPException:
     return HTTPException(status, detail={"code": code, "message": message})
 
 
-def validated_text(body: ProcessRequest, max_chars: int) -> str:
-    text = body.text.strip()
-    if not text:
-        raise problem(422, "empty_text", "text is empty")
-    if len(text) > max_chars:
-        raise problem(422, "text_too_long", f"text has {len(text)} characters; the limit is {max_chars}")
-    return text
+def refused(refusal: Refusal) -> HTTPException:
+    return problem(STATUS_OF_CODE.get(refusal.code, 502), refusal.code, refusal.message)
 
 
 class RenderSlots:
@@ -158,34 +154,30 @@ async def process(body: ProcessRequest, request: Request,
                   running: Annotated[Services, Depends(services)],
                   who: Annotated[Principal, Depends(principal)]) -> Response:
     settings = running.settings
-    text = validated_text(body, settings.max_text_chars)
-    found = await asyncio.to_thread(running.store.owner_and_voice, body.avatar_id)
-    if found is None or not who.may_use(found[0]):  # another user's avatar looks like no avatar
-        raise problem(404, "unknown_avatar", f"no registered avatar with id '{body.avatar_id}'")
-    voice = effective_voice(VoiceChoice(tts=body.tts, voice=body.voice), found[1], settings.tts_engine)
+    try:
+        avatar = await usable_avatar(running.store, who, body.avatar_id)
+        admitted = admit(settings, avatar, body.text, body.language, VoiceChoice(tts=body.tts, voice=body.voice))
+    except Refusal as refusal:
+        raise refused(refusal) from None
     slots = RenderSlots.of(request, settings.rest_max_concurrent)
     slots.take()
-    request_id = new_id()
-    render = TransientRender(running, request_id)
+    render = TransientRender(running, new_id())
     try:
-        return await render_to_mp4(render, text, body, voice, settings.rest_process_timeout_s)
+        return await render_to_mp4(render, admitted, settings.rest_process_timeout_s)
     finally:
         slots.give_back()
         render.end()
 
 
-async def render_to_mp4(render: TransientRender, text: str, body: ProcessRequest, voice: VoiceChoice,
-                        timeout_s: float) -> Response:
+async def render_to_mp4(render: TransientRender, admitted: Admitted, timeout_s: float) -> Response:
     running, request_id = render.running, render.assembler.request_id
     await asyncio.to_thread(running.admin.ensure_session_topic, render.session_id)
     running.stream.listen(render.topic, render.on_record)
     sent_at = time.perf_counter()
     try:
-        await asyncio.to_thread(running.producer.send_text, session_id=render.session_id, avatar_id=body.avatar_id,
-                                text=text, language=body.language, request_id=request_id, tts=voice.tts,
-                                voice=voice.voice)
-    except ProduceError as error:
-        raise problem(503, "unavailable", f"the request could not be queued: {error}") from None
+        await send(running.producer, admitted, session_id=render.session_id, request_id=request_id)
+    except Refusal as refusal:
+        raise refused(refusal) from None
     try:
         await asyncio.wait_for(render.finished.wait(), timeout_s)
     except TimeoutError:
@@ -194,7 +186,7 @@ async def render_to_mp4(render: TransientRender, text: str, body: ProcessRequest
                                       f"({len(render.assembler.chunks)} chunks so far)") from None
     failure = render.assembler.error
     if failure is not None:
-        raise problem(PIPELINE_STATUS.get(failure.code, 502), failure.code, failure.message)
+        raise refused(Refusal(failure.code, failure.message))
     first_ms = ((render.first_chunk_at or sent_at) - sent_at) * 1000
     return Response(render.assembler.mp4(), media_type="video/mp4", headers={
         "X-Request-Id": request_id, "X-Session-Id": render.session_id, "X-First-Chunk-Ms": f"{first_ms:.0f}",

@@ -7,6 +7,7 @@ from fastapi import APIRouter, WebSocket
 from gateway.auth import AuthError, bearer, principal_for
 from gateway.ratelimit import caller_key
 from gateway.ws import StreamSession
+from schemas.websocket import Error
 
 router = APIRouter()
 
@@ -27,8 +28,9 @@ async def stream(websocket: WebSocket) -> None:
         return
     cap = services.settings.max_concurrent_users
     if cap and services.open_streams >= cap:  # one event loop per gateway: no lock needed
-        await websocket.send_json({"type": "error", "code": "too_many_sessions",
-                                   "message": f"this gateway serves at most {cap} sessions at once; try again later"})
+        refusal = Error(code="too_many_sessions", message=f"this gateway serves at most {cap} sessions at once; "
+                                                          "try again later")
+        await websocket.send_json(refusal.model_dump(exclude_none=True))
         await websocket.close(code=1013, reason="too many sessions")
         return
     services.open_streams += 1

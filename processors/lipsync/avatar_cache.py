@@ -6,10 +6,10 @@ import logging
 import threading
 from collections.abc import Callable
 
+from infra.bounded_cache import BoundedCache
 from infra.face_frames import resident_bytes
 from infra.settings import Settings
 from processors.common.broadcast import BroadcastListener
-from processors.lipsync.bounded_cache import BoundedCache
 from schemas.avatar import AvatarFaceData
 from schemas.avatar_events import AvatarInvalidated
 from schemas.status import AvatarCacheStats

@@ -22,7 +22,6 @@ import numpy.typing as npt
 SAMPLE_RATE = 16_000
 N_FFT = 800
 HOP = 200
-WIN = 800
 N_MELS = 80
 FMIN = 55.0
 FMAX = 7600.0

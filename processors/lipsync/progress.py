@@ -17,7 +17,7 @@ class SessionTopicProgress:
     """Scans ``avatar.session.<id>`` from the start (rare: only after a takeover) for a request's last chunk.
 
     The end of the topic is found by silence, not by the high watermark: the embedded broker reports
-    wrong watermarks (DESIGN.md).
+    wrong watermarks (docs/design.md).
     """
 
     def __init__(self, settings: Settings, *, first_wait_s: float = 1.5, quiet_s: float = 0.3) -> None:

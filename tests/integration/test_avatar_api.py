@@ -424,7 +424,7 @@ def test_user_sees_own_and_shared_avatars_and_another_users_avatar_is_404(
         for method, path in [("GET", f"/avatar/{franks}/info"), ("GET", f"/avatar/{franks}/preview.jpg"),
                              ("DELETE", f"/avatar/{franks}")]:
             response = gina.request(method, path)
-            assert (response.status_code, response.json()["code"]) == (404, "avatar_not_found")
+            assert (response.status_code, response.json()["code"]) == (404, "unknown_avatar")
             ghost = gina.request(method, path.replace(franks, "av-does-not-exist"))
             assert ghost.json() == response.json() | {"message": ghost.json()["message"]}, "same answer as absent"
         shared = gina.delete(f"/avatar/{api_settings.sample_avatar_id}")

@@ -192,4 +192,4 @@ def test_a_default_voice_change_this_deployment_cannot_speak_is_refused_and_noth
 
 def test_patching_an_unknown_avatar_is_a_404(stack: RunningStack) -> None:
     response = httpx.patch(f"{stack.http}/avatar/no-such-avatar", json={"voice": "m3"})
-    assert response.status_code == 404 and response.json()["code"] == "avatar_not_found"
+    assert response.status_code == 404 and response.json()["code"] == "unknown_avatar"

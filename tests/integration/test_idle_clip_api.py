@@ -107,9 +107,9 @@ def test_the_owner_gets_their_avatars_clip_and_another_user_gets_the_same_404_as
         assert mine.status_code == 200 and video_frame_count(mine.content) > 0
     with client(gateway, issue_user_token(clip_settings, "gina")) as gina:
         foreign = gina.get(f"/avatar/{franks_avatar}/idle.mp4")
-        assert (foreign.status_code, foreign.json()["code"]) == (404, "avatar_not_found")
+        assert (foreign.status_code, foreign.json()["code"]) == (404, "unknown_avatar")
         absent = gina.get("/avatar/av-does-not-exist/idle.mp4")
-        assert (absent.status_code, absent.json()["code"]) == (404, "avatar_not_found")
+        assert (absent.status_code, absent.json()["code"]) == (404, "unknown_avatar")
         assert gina.get(f"/avatar/{clip_settings.sample_avatar_id}/idle.mp4").status_code == 200, "shared avatar"
 
 

@@ -18,11 +18,11 @@ from processors.tts.engines.base import TtsFailure
 from processors.tts.engines.espeak import EspeakEngine
 from processors.tts.engines.openai_tts import PCM_RATE, OpenAiEngine
 from processors.tts.engines.registry import EngineSet
-from processors.tts.local_openai_server import LocalSpeechServer, SpeechRequestHandler
 from processors.tts.main import TtsConfigError, start_core
 from schemas.requests import TextRequest
 from schemas.session import SessionError
 from schemas.speech import SpeechSegment
+from tests.support.local_openai_server import LocalSpeechServer, SpeechRequestHandler
 from tests.unit.test_tts_core import CORPUS, SECONDS_PER_SPOKEN_CHARACTER
 
 pytestmark = pytest.mark.integration

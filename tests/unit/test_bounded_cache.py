@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from processors.lipsync.bounded_cache import BoundedCache
+from infra.bounded_cache import BoundedCache
 
 
 class YieldingKey:

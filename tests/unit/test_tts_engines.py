@@ -74,7 +74,8 @@ def test_default_settings_run_espeak_only() -> None:
 
 def test_extra_engines_follow_the_default_once_each() -> None:
     settings = Settings(tts_engine="espeak", tts_extra_engines=" openai , espeak,openai")
-    assert selected_engine_names(settings) == ["espeak", "openai"]
+    assert settings.selected_tts_engines == ["espeak", "openai"]
+    assert selected_engine_names(settings) == settings.selected_tts_engines  # the processor builds what is enabled
 
 
 @pytest.mark.parametrize(("field", "value"), [("tts_extra_engines", "espeak,google"), ("tts_engine", "google")])

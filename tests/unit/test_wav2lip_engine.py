@@ -27,13 +27,6 @@ import pytest
 
 from infra.settings import Settings
 from processors.lipsync.engines.base import SAMPLES_PER_FRAME, BatchLipSyncEngine, RenderJob, render_jobs
-from processors.lipsync.engines.torch_checkpoint import (
-    CheckpointError,
-    OpaqueObject,
-    find_state_dict,
-    load_tensors,
-    read_checkpoint,
-)
 from processors.lipsync.engines.wav2lip import (
     MASK_TOP,
     Wav2LipEngine,
@@ -41,8 +34,11 @@ from processors.lipsync.engines.wav2lip import (
     crop_box,
     make_face_plan,
 )
-from processors.lipsync.engines.wav2lip_convert import calibration_feeds, convert, write_model
-from processors.lipsync.engines.wav2lip_graph import (
+from processors.lipsync.main import build_engine
+from processors.lipsync.mel import mel_windows
+from schemas.avatar import AvatarFaceData, FaceFrame
+from scripts.wav2lip.convert import calibration_feeds, convert, write_model
+from scripts.wav2lip.graph import (
     FACE_INPUT,
     FRAMES_OUTPUT,
     MEL_INPUT,
@@ -52,9 +48,13 @@ from processors.lipsync.engines.wav2lip_graph import (
     random_state_dict,
     wav2lip_architecture,
 )
-from processors.lipsync.main import build_engine
-from processors.lipsync.mel import mel_windows
-from schemas.avatar import AvatarFaceData, FaceFrame
+from scripts.wav2lip.torch_checkpoint import (
+    CheckpointError,
+    OpaqueObject,
+    find_state_dict,
+    load_tensors,
+    read_checkpoint,
+)
 from tests.unit.face_fixtures import astronaut_photo, astronaut_video, espeak_speech, frame_tag
 
 SLIM = 8  # channel divisor of the test models: ~0.6 M parameters, ~5 ms a frame

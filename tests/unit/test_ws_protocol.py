@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ws import ProtocolError, parse_client_message
+from gateway.speak import Refusal
+from gateway.ws import parse_client_message
 from schemas.websocket import AvatarSelection, TextInput
 
 
@@ -25,7 +26,7 @@ def test_avatar_selection_and_text_input_parse() -> None:
     ('{"type":"text_input","text":42}', "invalid_message"),
 ])
 def test_bad_client_messages_get_specific_codes(raw: str, code: str) -> None:
-    with pytest.raises(ProtocolError) as raised:
+    with pytest.raises(Refusal) as raised:
         parse_client_message(raw)
     assert raised.value.code == code
     assert raised.value.message

@@ -21,9 +21,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from infra.bounded_cache import BoundedCache
 from processors.lipsync.articulation import Articulation, articulate
 from processors.lipsync.audio_features import frame_rms_dbfs, mouth_track
-from processors.lipsync.bounded_cache import BoundedCache
 from processors.lipsync.engines.base import AUDIO_RATE, FPS, SAMPLES_PER_FRAME, RenderJob
 from processors.lipsync.mouth_warp import Pose, WarpPlan, WarpSettings, build_plan, fit_to_frame, warp_frame
 from schemas.avatar import AvatarFaceData, RgbFrame

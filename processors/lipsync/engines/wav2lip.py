@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from infra.bounded_cache import BoundedCache
 from infra.settings import Settings
-from processors.lipsync.bounded_cache import BoundedCache
 from processors.lipsync.engines.base import FPS, SAMPLES_PER_FRAME, RenderJob
 from processors.lipsync.engines.embedded import pingpong_index
 from processors.lipsync.mel import HOP, MEL_STEP, N_FFT, mel_windows

@@ -1,8 +1,8 @@
 """Turns a Wav2Lip PyTorch checkpoint into the ONNX model the Wav2Lip engine loads: fp32, or static int8.
 
-Steps: read the checkpoint without torch (``torch_checkpoint``), check every tensor's name and shape
+Steps: read the checkpoint without torch (``torch_checkpoint`` here), check every tensor's name and shape
 against the published architecture before reading the bytes, build the graph with batch norm folded
-(``wav2lip_graph``), and optionally quantise it. The int8 path rewrites each ConvTranspose as Conv (+ pixel
+(``graph`` here), and optionally quantise it. The int8 path rewrites each ConvTranspose as Conv (+ pixel
 shuffle) first, because ONNX Runtime's quantiser leaves ConvTranspose in fp32, then runs static QDQ
 quantisation with per-channel int8 weights and uint8 activations whose ranges are calibrated on real
 inputs: face crops of a photo (slightly shifted and scaled, as a video's boxes move) and mel windows of
@@ -26,9 +26,10 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
-from processors.lipsync.engines.torch_checkpoint import find_state_dict, load_tensors, read_checkpoint
 from processors.lipsync.engines.wav2lip import make_face_plan
-from processors.lipsync.engines.wav2lip_graph import (
+from processors.lipsync.mel import SAMPLE_RATE, mel_windows
+from schemas.avatar import RgbFrame
+from scripts.wav2lip.graph import (
     FACE_INPUT,
     MEL_INPUT,
     Architecture,
@@ -37,8 +38,7 @@ from processors.lipsync.engines.wav2lip_graph import (
     check_state_dict,
     wav2lip_architecture,
 )
-from processors.lipsync.mel import SAMPLE_RATE, mel_windows
-from schemas.avatar import RgbFrame
+from scripts.wav2lip.torch_checkpoint import find_state_dict, load_tensors, read_checkpoint
 
 Progress = Callable[[str], None]
 Feeds = dict[str, npt.NDArray[np.float32]]

@@ -2,7 +2,7 @@
 
 It lets the openai backend run end to end with no internet and no key: the tests and the speech benchmark
 start it on 127.0.0.1, and a developer can point OPENAI_BASE_URL at it
-(``python -m processors.tts.local_openai_server --port 8090``). It answers like OpenAI's endpoint: JSON
+(``python -m tests.support.local_openai_server --port 8090``). It answers like OpenAI's endpoint: JSON
 errors with an ``error`` object, 401 without the expected bearer key, and ``response_format="pcm"`` streamed
 as 24 kHz 16-bit mono in HTTP chunks while the rest is still being sent.
 """

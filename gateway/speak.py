@@ -1,0 +1,76 @@
+"""The one door for a text request, WebSocket or REST: the checks, the avatar and its voice, then Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gateway.auth import Principal
+from gateway.voice import effective_voice
+from infra.avatar_store import AvatarStore
+from infra.settings import Settings
+from producers.client import AvatarProducer, ProduceError
+from schemas.avatar import VoiceChoice
+from schemas.common import Language
+
+LANGUAGES: dict[str | None, Language | None] = {"fa": "fa", "en": "en", None: None}
+
+
+class Refusal(Exception):
+    """A request the gateway does not pass on: a stable error code and a sentence for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class UsableAvatar:
+    """An avatar the caller may speak with, and the default voice it was registered with."""
+
+    avatar_id: str
+    voice: VoiceChoice
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request that passed the door: what to say, in which language, with which backend and voice."""
+
+    avatar_id: str
+    text: str
+    language: Language | None
+    voice: VoiceChoice
+
+
+async def usable_avatar(store: AvatarStore, who: Principal, avatar_id: str) -> UsableAvatar:
+    """The avatar if it exists and ``who`` may use it; another user's avatar is refused as if it did not exist."""
+    found = await asyncio.to_thread(store.owner_and_voice, avatar_id)
+    if found is None or not who.may_use(found[0]):  # so ids cannot be probed
+        raise Refusal("unknown_avatar", f"no registered avatar with id '{avatar_id}'")
+    return UsableAvatar(avatar_id, found[1])
+
+
+def admit(settings: Settings, avatar: UsableAvatar, text: str, language: str | None,
+          asked: VoiceChoice) -> Admitted:
+    """Check a text request; the request's backend and voice win over the avatar's default."""
+    spoken = text.strip()
+    if not spoken:
+        raise Refusal("empty_text", "text is empty")
+    if len(spoken) > settings.max_text_chars:
+        raise Refusal("text_too_long", f"text has {len(spoken)} characters; the limit is {settings.max_text_chars}")
+    if language not in LANGUAGES:
+        raise Refusal("unsupported_language", f"language {language!r} is not supported; use 'fa', 'en', or omit "
+                                              "it to auto-detect")
+    voice = effective_voice(asked, avatar.voice, settings.tts_engine)
+    return Admitted(avatar.avatar_id, spoken, LANGUAGES[language], voice)
+
+
+async def send(producer: AvatarProducer, admitted: Admitted, *, session_id: str, request_id: str) -> None:
+    """Hand an admitted request to Kafka, keyed by its session; a broker that does not take it is a Refusal."""
+    try:
+        await asyncio.to_thread(producer.send_text, session_id=session_id, avatar_id=admitted.avatar_id,
+                                text=admitted.text, language=admitted.language, request_id=request_id,
+                                tts=admitted.voice.tts, voice=admitted.voice.voice)
+    except ProduceError as error:
+        raise Refusal("unavailable", f"the request could not be queued: {error}") from None
