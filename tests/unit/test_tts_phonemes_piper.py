@@ -166,3 +166,11 @@ def test_a_voice_that_cannot_be_patched_still_speaks_without_timings(
     assert speech.phonemes == () and np.abs(speech.pcm).max() > 3000
     warnings = [record for record in caplog.records if "without phoneme timings" in record.getMessage()]
     assert len(warnings) == 1, "said once, at start-up"
+
+
+def test_a_patched_voice_that_does_not_load_falls_back_to_the_voice_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    needs_piper()
+    monkeypatch.setattr(piper, "aligned_model", lambda _model, _cache: AlignedModel(b"not a graph", True))
+    engine = piper.PiperEngine()
+    speech = engine.synthesize(SENTENCE, "en")
+    assert not engine.aligned and speech.phonemes == () and np.abs(speech.pcm).max() > 3000

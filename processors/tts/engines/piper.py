@@ -43,6 +43,12 @@ def _voice_language(config: dict[str, Any]) -> Language:
     return "fa" if language == "fa" else "en"
 
 
+def _session(onnxruntime: Any, source: Path | bytes, options: Any) -> Any:
+    """An ONNX Runtime CPU session of a voice file or of a voice graph held in memory."""
+    model = source if isinstance(source, bytes) else str(source)
+    return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
 class PiperEngine:
     """A warm ONNX Runtime session of one piper voice; `voice` may only name that voice."""
 
@@ -68,12 +74,17 @@ class PiperEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         patched = aligned_model(self.model, cache_dir)
-        self.aligned = patched.aligned
+        self.aligned, reason = patched.aligned, patched.reason
+        try:
+            session = _session(onnxruntime, patched.source, options)
+        except Exception as error:  # the patched graph must never cost the voice: speak without timings
+            if patched.source == self.model:
+                raise EngineConfigError(f"PIPER_MODEL: {self.model} does not load: {error}") from error
+            self.aligned, reason = False, f"the patched voice does not load: {error}"
+            session = _session(onnxruntime, self.model, options)
         if not self.aligned:
             log.warning("piper voice speaks without phoneme timings", extra={"voice": self.voice_name,
-                                                                            "reason": patched.reason})
-        source = patched.source if isinstance(patched.source, bytes) else str(patched.source)
-        session = onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+                                                                            "reason": reason})
         self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
         self._names = id_names(self._voice.config.phoneme_id_map)
         self._warned_unaligned = not self.aligned  # the start-up warning already said so
