@@ -44,8 +44,9 @@ SYMBOLS: dict[str, Phonetic] = {
     **dict.fromkeys("iɪejɨy", Phonetic.SPREAD),
     **dict.fromkeys("tdnlɾɫszʃʒθðkgɡŋxqɢɣʔhɦχcɟrɹɻʁçɲ", Phonetic.CONSONANT),
 }
-# Marks that are not sounds: stress, length, syllable and tie marks, espeak-ng's Persian stress digit.
-NOT_SOUNDS = frozenset("ˈˌːˑ.-|‖‿͡'0123456789 \u0303\u0329\u032f")
+# Marks that are not sounds: stress, length, syllable and tie marks, espeak-ng's Persian stress digit, and
+# the pause mark "_" a TTS ends its speech with (it ends the phone before it and is no phone itself).
+NOT_SOUNDS = frozenset("_ˈˌːˑ.-|‖‿͡'0123456789 \u0303\u0329\u032f")
 FIRST_PART_SHARE = 0.6
 
 PAUSE_WINDOW_S = 0.01

@@ -8,7 +8,6 @@ Every figure is shown failing on some trivially wrong output, so none can be max
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -147,19 +146,6 @@ def test_a_mouth_that_never_opens_fails_every_figure_though_it_is_shut_on_every_
     assert score.silence == 0.0  # it "rests" in every pause because it never speaks
     assert score.rounding == pytest.approx(1.0, abs=0.02)
     assert not timing_passes(*timing(score))
-
-
-def test_a_mouth_that_shuts_on_every_consonant_shows_no_labiodental() -> None:
-    images, _ = sample()
-    utt = utterance("en")
-    shut_consonants = [
-        dataclasses.replace(p, kind=Phonetic.BILABIAL) if p.kind not in _VOWELS else p for p in utt.phones
-    ]
-    frames = reference.reference_clip(images, shut_consonants, frames_of(utt), FPS)
-    assert scored(frames, utt).labiodental.share == 0.0
-
-
-_VOWELS = {Phonetic.OPEN_VOWEL, Phonetic.MID_VOWEL, Phonetic.ROUNDED, Phonetic.SPREAD}
 
 
 @pytest.mark.parametrize("language", ["en", "fa"])
