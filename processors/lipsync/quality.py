@@ -1,4 +1,10 @@
-"""Measures lip-sync quality: how well the mouth opening seen in rendered frames follows the speech loudness.
+"""Mouth opening vs speech loudness on rendered frames: a helper of older tests, no longer the lip-sync target.
+
+The target is scripts/benchmark_lipsync_quality.py (``scripts/lipsync_quality``): lips re-read on the output
+and scored against the TTS's phoneme timings. This envelope correlation rewards a mouth that never closes
+(a half-open mouth scores high, one that closes on every m/b/p scores low), so nothing may aim at it; it
+stays only until the tests that import it (face_fixtures, test_video_generator, test_idle_clip,
+test_embedded_engine) move to ``scripts.lipsync_quality.landmarks``, and then goes.
 
 The mouth is measured the way a viewer sees it, from the pixels: dlib finds the face once in the first
 frame and its 68-point predictor re-reads the lips in every frame inside that box. The inner-lip gap
