@@ -1,7 +1,8 @@
 """Measures lip-sync quality as a viewer sees it: lips re-read on the output video, scored against the TTS's timings.
 
-    python scripts/benchmark_lipsync_quality.py                    # 20+20 sentences, both avatars, ~15 min
-    python scripts/benchmark_lipsync_quality.py --sentences 4      # a quick run, ~3 minutes
+    python scripts/benchmark_lipsync_quality.py                    # 20+20 sentences, both avatars: ~20 min on
+                                                                   # 2 idle cores, over an hour on busy ones
+    python scripts/benchmark_lipsync_quality.py --sentences 4      # a quick run, a fifth of that
     python scripts/benchmark_lipsync_quality.py --tts espeak --avatars photo --output quality.json
     python scripts/benchmark_lipsync_quality.py --load-test        # also scripts/load_test.py (long)
 
