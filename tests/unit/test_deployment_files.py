@@ -247,6 +247,14 @@ def test_every_command_and_health_probe_runs_code_of_this_repository_that_the_im
             assert relative.parts[0] in in_image, f"{name}: {dockerfile.name} does not copy {relative}"
 
 
+def test_every_image_holds_the_model_files_the_processors_load_at_start_up() -> None:
+    from processors.lipsync.viseme_estimator import DEFAULT_WEIGHTS
+
+    shipped = DEFAULT_WEIGHTS.relative_to(PROJECT_ROOT)
+    for dockerfile in DOCKERFILES:
+        assert shipped.parts[0] in copied_into_image(dockerfile), f"{dockerfile.name} does not copy {shipped}"
+
+
 def test_launcher_and_compose_run_the_same_services() -> None:
     from infra.launcher import SERVICES
 
