@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from processors.lipsync.engines.base import AUDIO_RATE, LipSyncEngine, RenderJob, VisemeMarks
+from processors.lipsync.engines.base import (
+    AUDIO_RATE,
+    FPS,
+    SAMPLES_PER_FRAME,
+    LipSyncEngine,
+    RenderJob,
+    VisemeMarks,
+)
 from processors.lipsync.media import FragmentedMp4Writer
 from processors.lipsync.visemes import UnknownPhonemes, Viseme, unknown_phonemes, viseme_onsets
 from schemas.avatar import AvatarFaceData
@@ -70,6 +77,9 @@ StageObserver = Callable[[str, float], None]  # (stage, seconds)
 OnsetEstimator = Callable[[np.ndarray], Sequence[tuple[float, Viseme]]]
 SourceObserver = Callable[[str], None]  # where a segment's articulation came from: "tts", "estimated", "none"
 ONSET_CONTEXT_S = 0.5  # onsets a job sees around its frames: more than any pose reaches (articulation.py)
+# 16 kHz audio a job sees before its first frame (RenderJob.history): more than any engine reaches back
+# (a Wav2Lip mel window reaches 601 samples before its frame).
+HISTORY_SAMPLES = AUDIO_RATE // 2
 
 
 def ignore_stage(_stage: str, _seconds: float) -> None:
@@ -94,7 +104,10 @@ class _RequestStream:
     frames_done: int = 0
     seq: int = 0
     emitted_frames: int = 0  # after a restart: frames a previous worker already sent
+    # playback audio of the frames not rendered yet (a partial frame, and frames held for look-ahead)
     carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+    lipsync: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the same at 16 kHz
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # 16 kHz before frames_done
     # viseme onsets in seconds from the request's first frame; None while the request's speech has none
     onsets: list[tuple[float, Viseme]] | None = None
 
@@ -102,10 +115,17 @@ class _RequestStream:
 class LipSyncCore:
     """Renders each segment as soon as it arrives, in chunks, continuing one MP4 per request.
 
-    Chunk boundaries depend only on the segment (its frame count, and whether it is the request's
-    first), so a worker that takes over after a crash re-renders a half-sent segment into the same
-    chunks, skips those already on the topic (``progress``), and continues the same timeline: the
-    client sees every chunk exactly once, in order.
+    Chunk boundaries depend only on the segment (its frame count, and whether the request has shown a
+    frame yet) and on the engine's look-ahead, so a worker that takes over after a crash re-renders a
+    half-sent segment into the same chunks, skips those already on the topic (``progress``), and
+    continues the same timeline: the client sees every chunk exactly once, in order.
+
+    Each job gets its audio on the request's timeline, so a request rendered in chunks renders as one
+    whole job would: the exact 16 kHz slices of the TTS's lip-sync copy (resampled from the playback
+    audio only for v1 segments, which have none), the request's last ~0.5 s before the job as history
+    (across chunks and segments), and the engine's look-ahead after it. For that look-ahead, an engine
+    that declares ``lookahead_frames`` (Wav2Lip) has the last that many frames of a segment held back
+    and rendered with the next segment, whose audio their windows reach into.
     """
 
     def __init__(
@@ -181,9 +201,13 @@ class LipSyncCore:
             samples_per_frame = meta.sample_rate // self.fps
             start_sample = meta.start_sample if meta.start_sample is not None else (
                 meta.start_ms * meta.sample_rate // 1000)
-            stream.frames_done = start_sample // samples_per_frame
+            # Frames held back for the look-ahead (the last ones of the segments so far) were not sent.
+            stream.frames_done = max(start_sample // samples_per_frame - self.lookahead, 0)
             # The previous segment's unrendered tail is gone with the old worker: silence of the same length.
+            # So is the audio before it, which a job's history would hold: silence too (a window or two of
+            # Wav2Lip's differ from an uninterrupted render; the embedded engine does not look back).
             stream.carry = np.zeros(start_sample - stream.frames_done * samples_per_frame, np.int16)
+            stream.lipsync = np.zeros(len(stream.carry) // samples_per_frame * SAMPLES_PER_FRAME, np.float32)
             stream.next_segment = meta.segment_index
             if emitted is not None:
                 stream.seq = emitted.last_seq + 1
@@ -203,26 +227,33 @@ class LipSyncCore:
             first_ever = meta.segment_index == 0 and stream.frames_done == 0
             pcm = _pad_to_frames(pcm, samples_per_frame, minimum_frames=1 if first_ever else 0)
         total_frames = len(pcm) // samples_per_frame
+        engine_audio = _engine_audio(stream, segment, pcm, total_frames)
+        # A segment's last frames wait for the next one when the engine looks ahead into it.
+        frames = total_frames if meta.is_last else max(total_frames - self.lookahead, 0)
         self._add_onsets(stream, segment)
-        stream.carry = pcm[total_frames * samples_per_frame :]
+        stream.carry = pcm[frames * samples_per_frame :]
+        stream.lipsync = engine_audio[frames * SAMPLES_PER_FRAME :]
         subtitle: str | None = meta.text
         offset = 0
-        sizes = self._chunk_sizes(meta.segment_index == 0, total_frames, meta.is_last)
+        sizes = self._chunk_sizes(stream.frames_done == 0, frames, meta.is_last)
         for index, size in enumerate(sizes):
             if self._interrupted(segment):  # checked per chunk: barge-in stops work within one chunk
                 yield from self._drop(meta.request_id)
                 return
             is_last = meta.is_last and index == len(sizes) - 1
+            shown = engine_audio[offset * SAMPLES_PER_FRAME : (offset + size) * SAMPLES_PER_FRAME]
             if stream.frames_done + size <= stream.emitted_frames and not is_last:
                 stream.frames_done += size  # a previous worker sent this chunk before it died
+                stream.history = _recent(stream.history, shown)
                 offset += size
                 subtitle = None
                 continue
             audio = pcm[offset * samples_per_frame : (offset + size) * samples_per_frame]
-            # Engines that look ahead (Wav2Lip's mel window) see what follows the chunk, within the segment.
-            context = pcm[offset * samples_per_frame : (offset + size + self.lookahead) * samples_per_frame]
+            # Engines that look ahead (Wav2Lip's mel window) see what follows the chunk.
+            context = engine_audio[offset * SAMPLES_PER_FRAME : (offset + size + self.lookahead) * SAMPLES_PER_FRAME]
             writer = self._writer(stream, avatar)
             data = self._encode(stream, writer, avatar, audio, context, size, self._job_onsets(stream, size))
+            stream.history = _recent(stream.history, shown)
             if is_last:
                 data += writer.close()
             start_ms = stream.frames_done * 1000 // self.fps
@@ -294,10 +325,11 @@ class LipSyncCore:
 
     def _encode(self, stream: _RequestStream, writer: FragmentedMp4Writer, avatar: AvatarFaceData,
                 audio: np.ndarray, context: np.ndarray, n_frames: int, onsets: VisemeMarks | None) -> bytes:
+        """Render and encode one chunk: ``audio`` is its playback audio, ``context`` its 16 kHz engine audio."""
         if n_frames == 0:
             return b""
         started = time.perf_counter()
-        job = RenderJob(avatar, to_engine_audio(context, stream.sample_rate), stream.frames_done, n_frames, onsets)
+        job = RenderJob(avatar, context, stream.frames_done, n_frames, onsets, history=stream.history)
         frames = self.engine.render(job)
         rendered = time.perf_counter()
         data = writer.write(frames, audio)
@@ -332,6 +364,42 @@ def _lipsync_audio(segment: SpeechSegment) -> np.ndarray:
     if segment.lipsync_pcm16 and meta.lipsync_sample_rate:
         return to_engine_audio(np.frombuffer(segment.lipsync_pcm16, dtype="<i2"), meta.lipsync_sample_rate)
     return to_engine_audio(np.frombuffer(segment.pcm16, dtype="<i2"), meta.sample_rate)
+
+
+def _own_lipsync_audio(segment: SpeechSegment) -> np.ndarray | None:
+    """The TTS's 16 kHz copy of the segment as float32, if it has one covering exactly its playback audio."""
+    meta = segment.meta
+    if not (segment.lipsync_pcm16 and meta.lipsync_sample_rate):
+        return None
+    pcm = np.frombuffer(segment.lipsync_pcm16, dtype="<i2")
+    if len(pcm) * meta.sample_rate != (len(segment.pcm16) // 2) * meta.lipsync_sample_rate:
+        return None  # not the same span as the playback audio: it would shift the timeline
+    return to_engine_audio(pcm, meta.lipsync_sample_rate)
+
+
+def _engine_audio(stream: _RequestStream, segment: SpeechSegment, pcm: np.ndarray, total_frames: int) -> np.ndarray:
+    """16 kHz audio of the frames in ``pcm`` (the stream's unrendered frames, then the segment), at least
+    ``total_frames`` long.
+
+    The TTS's own copy is used exactly, sample for sample, when the unrendered audio before it is whole
+    frames (always, for v2/v3 segments); otherwise (v1) the playback audio is resampled, from a frame
+    boundary, so its frames still fall on the 16 kHz frame grid.
+    """
+    samples_per_frame = stream.sample_rate // FPS
+    own = _own_lipsync_audio(segment)
+    if own is not None and len(stream.carry) % samples_per_frame == 0 and (
+            len(stream.lipsync) == len(stream.carry) // samples_per_frame * SAMPLES_PER_FRAME):
+        audio = np.concatenate([stream.lipsync, own])
+    else:
+        audio = to_engine_audio(pcm, stream.sample_rate)
+    missing = total_frames * SAMPLES_PER_FRAME - len(audio)  # the last segment's tail, padded to whole frames
+    return np.concatenate([audio, np.zeros(missing, np.float32)]) if missing > 0 else audio
+
+
+def _recent(history: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """The last HISTORY_SAMPLES of the request's 16 kHz audio once ``shown`` has been rendered too."""
+    joined = np.concatenate([history, shown])
+    return joined[-HISTORY_SAMPLES:] if len(joined) > HISTORY_SAMPLES else joined
 
 
 def _pad_to_frames(pcm: np.ndarray, samples_per_frame: int, minimum_frames: int) -> np.ndarray:

@@ -8,7 +8,9 @@ is barge-in: every frame not yet handed out, rendered or not, is dropped at once
 
 Frames render in small jobs (``frames_per_render``) as soon as enough audio is buffered, through a
 ``BatchRenderer``; generators that share one renderer have their waiting jobs rendered together, so a
-batching engine (Wav2Lip) runs the frames of several sessions in one inference batch.
+batching engine (Wav2Lip) runs the frames of several sessions in one inference batch. Each job also
+carries the audio of the frames shown before it (``RenderJob.history``), so an engine whose features
+reach back (Wav2Lip's mel) computes them on the session's own timeline.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from processors.lipsync.core import to_engine_audio
+from processors.lipsync.core import HISTORY_SAMPLES, to_engine_audio
 from processors.lipsync.engines.base import LipSyncEngine, RenderJob, render_jobs
 from schemas.avatar import AvatarFaceData, RgbFrame
 
@@ -149,6 +151,8 @@ class VideoGenerator:
         self._in_segment = False  # audio of an unfinished utterance was accepted since the last end
         self._generation = 0  # bumped by clear_buffer: renders started before it are thrown away
         self._next_index = 0
+        # 16 kHz audio of the last frames handed to the queue: the next job's history
+        self._history: npt.NDArray[np.float32] = np.zeros(0, np.float32)
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -182,6 +186,8 @@ class VideoGenerator:
         self._segment_ends.clear()
         self._ready.clear()
         self._in_segment = False
+        # The dropped frames' audio was never heard; what came before them is not worth tracking back to.
+        self._history = np.zeros(0, np.float32)
         self._ready.append(AudioSegmentEnd(interrupted=True))
         self._wake.set()
 
@@ -252,7 +258,8 @@ class VideoGenerator:
                 self._queue_frames(frames, silence, idle=True)
 
     async def _render(self, pcm: Pcm16, n_frames: int) -> list[RgbFrame]:
-        job = RenderJob(self.avatar, to_engine_audio(pcm, self.sample_rate), self._next_index, n_frames)
+        job = RenderJob(self.avatar, to_engine_audio(pcm, self.sample_rate), self._next_index, n_frames,
+                        history=self._history)
         return await self.renderer.render(job)
 
     def _consume(self, samples: int) -> None:
@@ -265,3 +272,5 @@ class VideoGenerator:
             audio = pcm[k * self.samples_per_frame : (k + 1) * self.samples_per_frame]
             self._ready.append(AvatarFrame(image, audio, index, index * 1000 // self.fps, idle))
         self._next_index += len(frames)
+        shown = to_engine_audio(pcm[: len(frames) * self.samples_per_frame], self.sample_rate)
+        self._history = np.concatenate([self._history, shown])[-HISTORY_SAMPLES:]

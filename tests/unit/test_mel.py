@@ -15,6 +15,7 @@ from processors.lipsync.mel import (
     melspectrogram,
     preemphasis,
     stft_magnitude,
+    timeline_windows,
     window_starts,
 )
 
@@ -95,3 +96,41 @@ def test_a_one_frame_job_still_gets_a_whole_window() -> None:
     windows = mel_windows(sine(440, 0.3, seconds=0.04), 1)
     assert windows.shape == (1, 1, 80, 16)
     assert windows[0, 0, :, 0].max() > -4.0 and np.all(windows[0, 0, :, -3:] == -4.0)  # padded with silence
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * np.arange(n) / RATE)
+    return (0.2 * rng.standard_normal(n) * envelope).astype(np.float32)
+
+
+@pytest.mark.parametrize("sizes", [(6, 12, 12, 12, 12, 12, 9), (1,) * 75, (5, 7, 13, 50), (75,)])
+def test_windows_on_the_timeline_are_bit_identical_to_the_whole_requests(sizes: tuple[int, ...]) -> None:
+    audio = speech_like(3.0)
+    whole = mel_windows(audio, 75)
+    parts, first = [], 0
+    for size in sizes:
+        history = audio[max(0, first * 640 - 8000) : first * 640]
+        parts.append(timeline_windows(history, audio[first * 640 : (first + size + 5) * 640], first, size))
+        first += size
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_the_timeline_needs_only_601_samples_of_history_and_takes_what_is_missing_as_silence() -> None:
+    audio = speech_like(1.0, seed=1)
+    whole = mel_windows(audio, 10)
+    start = 7 * 640
+    job = audio[start : start + 8 * 640]
+    np.testing.assert_array_equal(timeline_windows(audio[start - 601 : start], job, 7, 3), whole[7:10])
+    unknown = timeline_windows(np.zeros(0, np.float32), job, 7, 3)
+    silent_before = np.concatenate([np.zeros(start, np.float32), audio[start:]])
+    np.testing.assert_array_equal(unknown, mel_windows(silent_before, 10)[7:10])
+
+
+def test_the_end_of_the_audio_given_is_the_end_of_the_request() -> None:
+    audio = speech_like(0.5, seed=2)  # 12.5 frames: the last windows clamp to the spectrogram's end
+    whole = mel_windows(audio, 13)
+    np.testing.assert_array_equal(timeline_windows(audio[: 10 * 640], audio[10 * 640 :], 10, 3), whole[10:])
+    short = audio[:1000]  # shorter than a window: padded with silence, as the whole-request path does
+    np.testing.assert_array_equal(timeline_windows(np.zeros(0, np.float32), short, 0, 2), mel_windows(short, 2))

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import onnx
@@ -596,17 +597,28 @@ def test_face_input_is_the_bgr_crop_with_its_lower_half_masked_next_to_the_whole
     assert plan.mask[:30].max() == 0.0 and plan.mask[70, 48, 0] == 1.0
 
 
-def test_a_job_given_look_ahead_audio_sees_the_windows_of_the_whole_request(engine: Wav2LipEngine) -> None:
+def test_a_job_given_history_and_look_ahead_sees_the_windows_of_the_whole_request(engine: Wav2LipEngine) -> None:
     avatar = astronaut_photo()
-    whole = speech_job(avatar, n_frames=40).audio
-    expected = mel_windows(whole, 40)
+    whole = speech_job(avatar, n_frames=50).audio
+    expected = mel_windows(whole, 50)
     spf = SAMPLES_PER_FRAME
     ahead = engine.lookahead_frames
-    with_ahead = engine.prepare([RenderJob(avatar, whole[10 * spf : (22 + ahead) * spf], 10, 12)]).mel
-    cut = engine.prepare([RenderJob(avatar, whole[10 * spf : 22 * spf], 10, 12)]).mel
-    # Frame 0 of a job starts its spectrogram afresh (reflection, pre-emphasis); every later one matches.
-    np.testing.assert_allclose(with_ahead[1:], expected[11:22], atol=1e-5)
-    assert np.abs(cut[-1] - expected[21]).max() > 0.5  # without look-ahead the last window is clamped
+    job_audio = whole[20 * spf : (32 + ahead) * spf]
+    exact = engine.prepare([RenderJob(avatar, job_audio, 20, 12, history=whole[: 20 * spf])]).mel
+    np.testing.assert_array_equal(exact, expected[20:32])  # bit for bit, on the request's timeline
+    # Without history the time before the job is taken as silence: only its first window reaches back.
+    no_history = engine.prepare([RenderJob(avatar, job_audio, 20, 12)]).mel
+    np.testing.assert_array_equal(no_history[1:], expected[21:32])
+    assert np.abs(no_history[0] - expected[20]).max() > 0.1
+    cut = engine.prepare([RenderJob(avatar, whole[20 * spf : 32 * spf], 20, 12, history=whole[: 20 * spf])]).mel
+    assert np.abs(cut[-1] - expected[31]).max() > 0.5  # without look-ahead the last window is clamped
+
+
+def test_the_crop_is_resized_bilinearly_as_wav2lip_was_trained() -> None:
+    image = np.random.default_rng(2).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    plan = make_face_plan(image, (40, 40, 232, 232), pads=(0, 0, 0, 0))
+    expected = cv2.resize(image[40:232, 40:232], (96, 96))  # cv2's default interpolation: INTER_LINEAR
+    np.testing.assert_array_equal(plan.face_input[3:], expected[:, :, ::-1].transpose(2, 0, 1) / np.float32(255.0))
 
 
 async def test_video_generator_waits_for_the_engines_look_ahead_before_rendering(engine: Wav2LipEngine) -> None:

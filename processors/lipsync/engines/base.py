@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -33,6 +33,12 @@ class RenderJob:
     own phoneme timings or, for speech that has none, from the audio estimator; they may start before 0
     and run past the last frame (context, so chunked and whole renders agree). ``None``: no articulation
     is known and an engine that needs it works from the audio alone.
+
+    ``history`` is the request's 16 kHz audio just before the first frame (the last ~0.5 s; empty at the
+    request's start), so engines whose features reach back (Wav2Lip's mel) compute them on the request's
+    timeline and a request rendered in chunks gets the features of one whole render. A caller that does
+    not know it leaves it empty; the engine then takes the time before ``audio`` as silence (at
+    ``first_frame`` 0 there is none).
     """
 
     avatar: AvatarFaceData
@@ -40,6 +46,7 @@ class RenderJob:
     first_frame: int
     n_frames: int
     visemes: VisemeMarks | None = None
+    history: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 class LipSyncEngine(Protocol):

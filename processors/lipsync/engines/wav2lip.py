@@ -32,7 +32,7 @@ from infra.bounded_cache import BoundedCache
 from infra.settings import Settings
 from processors.lipsync.engines.base import FPS, SAMPLES_PER_FRAME, RenderJob
 from processors.lipsync.engines.embedded import pingpong_index
-from processors.lipsync.mel import HOP, MEL_STEP, N_FFT, mel_windows
+from processors.lipsync.mel import HOP, MEL_STEP, N_FFT, timeline_windows
 from schemas.avatar import AvatarFaceData, FaceFrame, RgbFrame
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,13 @@ class Wav2LipEngine:
         return self.face_inputs(jobs, self.mel_inputs(jobs))
 
     def mel_inputs(self, jobs: Sequence[RenderJob]) -> FloatArray:
-        """(N, 1, 80, 16): every frame's mel window, job after job."""
-        mels = [mel_windows(_job_audio(job), job.n_frames, FPS) for job in jobs if job.n_frames > 0]
+        """(N, 1, 80, 16): every frame's mel window on its request's timeline, job after job.
+
+        With ``job.history`` and the look-ahead in ``job.audio``, a frame gets exactly the window the
+        reference computes from the whole request's audio, however the request is cut into jobs.
+        """
+        mels = [timeline_windows(job.history, _job_audio(job), job.first_frame, job.n_frames, FPS)
+                for job in jobs if job.n_frames > 0]
         return np.concatenate(mels) if mels else np.zeros((0, *MEL_SHAPE), np.float32)
 
     def face_inputs(self, jobs: Sequence[RenderJob], mel: FloatArray) -> PreparedBatch:
@@ -368,7 +373,9 @@ def make_face_plan(image: RgbFrame, box: Box, pads: tuple[int, int, int, int] = 
     """Crop, model input and blend mask of one avatar frame."""
     height, width = image.shape[:2]
     x0, y0, x1, y1 = crop_box(box, pads, width, height, chin_y)
-    crop = cv2.resize(np.ascontiguousarray(image[y0:y1, x0:x1]), (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+    # cv2's default (bilinear) resize: what Wav2Lip's training data and its inference script use.
+    crop = cv2.resize(np.ascontiguousarray(image[y0:y1, x0:x1]), (FACE_SIZE, FACE_SIZE),
+                      interpolation=cv2.INTER_LINEAR)
     reference = crop[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0  # RGB → BGR, HWC → CHW
     masked = reference.copy()
     masked[:, FACE_SIZE // 2 :] = 0.0  # the model must draw the lower half from the sound
