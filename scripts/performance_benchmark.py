@@ -4,6 +4,7 @@
     python scripts/performance_benchmark.py --quick              # shorter clips, fewer batch sizes, no int8
     python scripts/performance_benchmark.py --output report.json --verbose
     python scripts/performance_benchmark.py --wav2lip-model .data/models/wav2lip.onnx   # your converted model
+    python scripts/performance_benchmark.py --sections wav2lip-streaming --quick   # whole vs chunked, ~1 min
 
 One session is a 512x512 photo avatar (scikit-image's astronaut, registered by the real registration code)
 speaking espeak-ng Persian and English at 25 fps. Stages are timed in CPU time of the process (all its
@@ -276,6 +277,83 @@ def bench_wav2lip(cfg: Config, variant: str, path: str, details: Report) -> Repo
     return {**details, "batches": batches, "stages": stages, "peak_rss_mb": peak_rss_mb()}
 
 
+def streaming_request(cfg: Config) -> list[Any]:
+    """Persian then English as a request of two v3 segments (16 kHz playback and lip-sync copy, whole frames)."""
+    from processors.lipsync.engines.base import SAMPLES_PER_FRAME
+    from schemas.speech import SpeechSegment, SpeechSegmentMeta
+
+    pieces = [espeak(text, voice) for voice, text in SENTENCES]
+    if cfg.quick:  # 3 s in all
+        pieces = [pieces[0][: 40 * SAMPLES_PER_FRAME], pieces[1][: 35 * SAMPLES_PER_FRAME]]
+    segments, start = [], 0
+    for index, piece in enumerate(pieces):
+        frames = -(-len(piece) // SAMPLES_PER_FRAME)
+        pcm = np.zeros(frames * SAMPLES_PER_FRAME, np.int16)
+        pcm[: len(piece)] = np.clip(np.round(piece * 32768.0), -32768, 32767)
+        meta = SpeechSegmentMeta(
+            request_id="bench-streaming", session_id="bench", avatar_id="sample", segment_index=index,
+            is_last=index == len(pieces) - 1, text=f"part {index}", spoken=f"part {index}", language="en",
+            sample_rate=RATE, sample_count=len(pcm), start_ms=start * 1000 // RATE, start_sample=start,
+            lipsync_sample_rate=RATE, lipsync_sample_count=len(pcm))
+        segments.append(SpeechSegment(meta, pcm.astype("<i2").tobytes(), pcm.astype("<i2").tobytes()))
+        start += len(pcm)
+    return segments
+
+
+def bench_streaming(cfg: Config, path: str, details: Report) -> Report:
+    """A request streamed through the lip-sync core in chunks (6, then 12 frames) against one whole render.
+
+    One frame per inference, so a frame's output depends only on its own inputs (ONNX Runtime may move a
+    float by an ulp with the batch's composition). "Before" is the mel of each job's own audio (the
+    per-job path this project used), applied to the same jobs.
+    """
+    from processors.lipsync.core import LipSyncCore
+    from processors.lipsync.engines.base import RenderJob
+    from processors.lipsync.engines.wav2lip import Wav2LipEngine
+    from processors.lipsync.mel import mel_windows
+
+    engine = Wav2LipEngine(path, batch_size=1, threads=cfg.threads)
+    avatar = sample_avatar()
+    engine.prepare_avatar(avatar)
+    segments = streaming_request(cfg)
+    jobs: list[Any] = []
+    chunked: list[Any] = []
+
+    class Recording:
+        name = engine.name
+        lookahead_frames = engine.lookahead_frames
+
+        def render(self, job: Any) -> list[Any]:
+            jobs.append(job)
+            frames = engine.render(job)
+            chunked.extend(frames)
+            return frames
+
+    core = LipSyncCore(Recording(), lambda _avatar_id: avatar)
+    say(cfg, f"wav2lip streaming: {len(segments)} segments through the lip-sync core, then as one job")
+    for segment in segments:
+        list(core.handle(segment))
+    audio = np.concatenate([np.frombuffer(s.lipsync_pcm16, dtype="<i2") for s in segments]).astype(np.float32)
+    audio /= 32768.0
+    n_frames = sum(job.n_frames for job in jobs)
+    whole = engine.render(RenderJob(avatar, audio, 0, n_frames))
+    reference = mel_windows(audio, n_frames)
+    after = np.concatenate([engine.mel_inputs([job]) for job in jobs])
+    before = np.concatenate([mel_windows(job.audio, job.n_frames) for job in jobs])
+    differ = [i for i, (a, b) in enumerate(zip(chunked, whole, strict=True)) if not np.array_equal(a, b)]
+    pixels = max((int(np.abs(a.astype(int) - b).max()) for a, b in zip(chunked, whole, strict=True)), default=0)
+    row: Report = {**details, "frames": n_frames, "jobs": len(jobs), "segments": len(segments),
+                   "frames_differing": len(differ), "max_pixel_difference": pixels,
+                   "mel_windows_differing_after": int((after != reference).any(axis=(1, 2, 3)).sum()),
+                   "max_mel_difference_after": float(np.abs(after - reference).max()),
+                   "mel_windows_differing_before": int((before != reference).any(axis=(1, 2, 3)).sum()),
+                   "max_mel_difference_before": float(np.abs(before - reference).max()),
+                   "peak_rss_mb": peak_rss_mb()}
+    say(cfg, f"wav2lip streaming: {len(differ)} of {n_frames} frames differ; mel max difference "
+             f"{row['max_mel_difference_before']:.3f} per job -> {row['max_mel_difference_after']:.3f} on the timeline")
+    return row
+
+
 def bench_batch(cfg: Config, variant: str, engine: Any, avatar: Any, audio: npt.NDArray[np.float32],
                 batch: int) -> Report:
     """Bare ONNX Runtime vs the whole engine (mel, crops, inference, paste-back) at one batch size.
@@ -335,7 +413,7 @@ def one_session_stages(cfg: Config, variant: str, engine: Any, avatar: Any,
     return stage_rows(clock, seconds)
 
 
-SECTIONS = ("embedded", "quality", "wav2lip-fp32", "wav2lip-fp32-rewritten", "wav2lip-int8")
+SECTIONS = ("embedded", "quality", "wav2lip-fp32", "wav2lip-fp32-rewritten", "wav2lip-int8", "wav2lip-streaming")
 
 
 def run_section(name: str, cfg: Config, model_folder: str) -> Report:
@@ -344,6 +422,9 @@ def run_section(name: str, cfg: Config, model_folder: str) -> Report:
         return in_child(bench_embedded, cfg)
     if name == "quality":
         return in_child(bench_quality, cfg)
+    if name == "wav2lip-streaming":  # the fp32 model (or the user's): the inputs do not depend on it
+        path, details = in_child(wav2lip_model, cfg, model_folder, "fp32")
+        return in_child(bench_streaming, cfg, path, details)
     variant = name.removeprefix("wav2lip-")
     path, details = in_child(wav2lip_model, cfg, model_folder, variant)
     return in_child(bench_wav2lip, cfg, variant, path, details)
@@ -411,15 +492,17 @@ def render_tables(report: Report) -> str:
                 speed_rows.append(["wav2lip", key.removeprefix("wav2lip-"), f"{row['batch']}{auto}", row["bare_fps"],
                                    row["pipeline_fps"], f"{100 * row['pipeline_share']:.0f}%",
                                    f"{100 * row['model_share_of_pipeline']:.1f}%"])
-    parts.append(table("Frames per second by engine and batch size (wall clock, medians; pipeline/bare: median of "
-                       "paired rounds)", ["engine", "model", "batch", "bare ORT fps", "pipeline fps", "pipeline/bare",
-                                          "model share of pipeline"], speed_rows))
+    if speed_rows:
+        parts.append(table("Frames per second by engine and batch size (wall clock, medians; pipeline/bare: median "
+                           "of paired rounds)", ["engine", "model", "batch", "bare ORT fps", "pipeline fps",
+                                                 "pipeline/bare", "model share of pipeline"], speed_rows))
     stage_table: list[list[object]] = []
     for key in ("embedded", "wav2lip-fp32", "wav2lip-fp32-rewritten", "wav2lip-int8"):
         for row in report.get(key, {}).get("stages", []):
             stage_table.append([key, row["stage"], row["cpu_ms_per_s"], row["rtf_cpu"], row["rtf_wall"]])
-    parts.append(table("Real-time factor per stage, one session, 512x512 at 25 fps (work seconds per second of speech)",
-                       ["engine", "stage", "CPU ms per s", "RTF (CPU)", "RTF (wall)"], stage_table))
+    if stage_table:
+        parts.append(table("Real-time factor per stage, one session, 512x512 at 25 fps (work seconds per second of "
+                           "speech)", ["engine", "stage", "CPU ms per s", "RTF (CPU)", "RTF (wall)"], stage_table))
     memory = [[key, report[key]["peak_rss_mb"], report[key].get("build_peak_rss_mb", "-")]
               for key in SECTIONS if key in report]
     parts.append(table("Peak memory (RSS of the section's own process)",
@@ -431,6 +514,15 @@ def render_tables(report: Report) -> str:
                            [[r["engine"], r["language"], r["frames"], r["bilabial"], r["rounding"], r["labiodental"],
                              r["silence"], f"{r['lag_ms']:+.0f} ({r['lag_correlation']:.2f})",
                              f"{quality_targets_met(r)}/5"] for r in report["quality"]["rows"]]))
+    if "wav2lip-streaming" in report:
+        row = report["wav2lip-streaming"]
+        parts.append(table(f"Wav2Lip whole vs chunked: {row['frames']} frames, {row['segments']} segments, "
+                           f"{row['jobs']} chunks through the lip-sync core", ["mel path", "windows differing",
+                                                                               "max mel difference"],
+                           [["per job (before)", row["mel_windows_differing_before"],
+                             row["max_mel_difference_before"]],
+                            ["request timeline (now)", row["mel_windows_differing_after"],
+                             row["max_mel_difference_after"]]]))
     parts.append(table("Targets", ["target", "measured", "met"], [
         [t["target"], t["measured"], "yes" if t["met"] else "NO"] for t in report["targets"]]))
     return "\n\n".join(parts)
@@ -451,6 +543,12 @@ def targets(report: Report) -> list[Report]:
                           "measured": f"{100 * row['pipeline_share']:.0f}% paired, model "
                                       f"{100 * row['model_share_of_pipeline']:.1f}% of pipeline time",
                           "met": row["pipeline_share"] >= TARGET_PIPELINE_SHARE})
+    if "wav2lip-streaming" in report:
+        row = report["wav2lip-streaming"]
+        found.append({"target": "wav2lip whole vs chunked: 0 frames differ (bit-exact model inputs)",
+                      "measured": f"{row['frames_differing']} of {row['frames']} frames, "
+                                  f"{row['mel_windows_differing_after']} mel windows",
+                      "met": row["frames_differing"] == 0 and row["mel_windows_differing_after"] == 0})
     for row in report.get("quality", {}).get("rows", []):
         if row["engine"] == "embedded":
             met = quality_targets_met(row)

@@ -1,6 +1,8 @@
 """The Wav2Lip lip-sync engine: a warm, batched ONNX Runtime session of the Wav2Lip generator.
 
-Per frame the model sees the frame's 80x16 mel window (``processors.lipsync.mel``) and a 6-channel 96x96
+Per frame the model sees the frame's 80x16 mel window, computed on the request's timeline from the job's
+audio, its history and its look-ahead (``processors.lipsync.mel.timeline_windows``: the very window the
+whole request's spectrogram gives, however the request is cut into jobs), and a 6-channel 96x96
 face: the avatar frame's face crop with its lower half blacked out, next to the same crop whole (the
 reference the model copies pose and identity from), both BGR in [0, 1] as in training. It returns the
 96x96 face with the mouth redrawn for that sound, which is resized back over the crop and blended in
