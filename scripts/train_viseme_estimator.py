@@ -20,10 +20,12 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import itertools  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from fractions import Fraction  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from processors.lipsync import viseme_estimator as ve  # noqa: E402
 from processors.lipsync.visemes import UnknownPhonemes, Viseme, visemes_of  # noqa: E402
 from processors.tts.engines.espeak_library import shared_library  # noqa: E402
+from processors.tts.engines.piper_alignment import alignment_marks, id_names  # noqa: E402
 
 SEED = 20261202
 RATE = ve.SAMPLE_RATE
@@ -45,6 +48,10 @@ SILENCE_GATE_DBFS = -60.0  # a 10 ms frame this quiet is a pause ...
 SILENCE_MIN_FRAMES = 8  # ... when 80 ms of them follow each other (shorter gaps are stop closures)
 HELD_OUT_SENTENCE_SHARE = 0.2
 TRAIN_RENDERS_PER_SENTENCE = 2
+SPEED_PERTURBATION = (0.9, 1.1)  # resampling factor range of training clips
+PIPER_LENGTH_SCALE = (0.8, 1.25)  # piper's tempo for the training sentences (1 = the voice's own)
+# Modifier letters and espeak-ng's ASCII length mark are not sounds; the table does not list them yet.
+_RESPELLING = str.maketrans({"ʲ": "", "ʰ": "", "ʷ": "", ":": "", "ʍ": "w"})
 KEY_VISEMES: dict[str, tuple[Viseme, ...]] = {
     "closed (p b m)": (Viseme.CLOSED,),
     "labiodental (f v)": (Viseme.LABIODENTAL,),
@@ -251,7 +258,7 @@ def frame_labels(phonemes: Sequence[tuple[float, str]], n_frames: int, unknown: 
     them keeps its time; a diphthong's shares split its duration. The last phoneme runs to the clip's end
     (the pause that may follow it is found from the audio by ``mark_pauses``).
     """
-    spoken = [(at, parts) for at, name in phonemes if (parts := visemes_of(name, unknown))]
+    spoken = [(at, parts) for at, name in phonemes if (parts := visemes_of(_respelled(name), unknown))]
     times = np.arange(n_frames) * ve.FRAME_S
     labels = np.full(n_frames, CLASSES.index(Viseme.REST), dtype=np.int64)
     end_of_clip = n_frames * ve.FRAME_S
@@ -263,6 +270,12 @@ def frame_labels(phonemes: Sequence[tuple[float, str]], n_frames: int, unknown: 
             labels[(times >= at) & (times < until)] = CLASSES.index(viseme)
             at = until
     return labels
+
+
+def _respelled(name: str) -> str:
+    """The name in symbols the viseme table knows: it lacks a few marks the synthesisers write (a label
+    must not turn the second half of "tʲ" or "kʰ" into rest), and ``ʍ`` (the "wh" of "which") is a w."""
+    return name.translate(_RESPELLING)
 
 
 def mark_pauses(audio: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -282,12 +295,20 @@ def mark_pauses(audio: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -
 
 def prepare(rendering: Rendering, voice: str, language: str, rng: np.random.Generator,
             unknown: UnknownPhonemes, augment: bool) -> Utterance:
-    """Resample to 16 kHz, pad with silence, label the frames, then (for training) vary level, tilt and noise."""
-    audio = resample_poly(rendering.audio, RATE, rendering.sample_rate).astype(np.float32)
+    """Resample to 16 kHz, pad with silence, label the frames, then (for training) vary level, tilt and noise.
+
+    Training clips are also resampled a little off 16 kHz and then read as 16 kHz ("speed perturbation"):
+    that moves formants and pitch together and changes the tempo, like a longer or shorter vocal tract,
+    which the espeak-ng variants alone vary too little.
+    """
+    stretch = rng.uniform(*SPEED_PERTURBATION) if augment else 1.0
+    ratio = Fraction(RATE * stretch / rendering.sample_rate).limit_denominator(2000)
+    audio = resample_poly(rendering.audio, ratio.numerator, ratio.denominator).astype(np.float32)
+    time_scale = ratio.numerator * rendering.sample_rate / ratio.denominator / RATE
     lead, tail = (rng.uniform(0.05, 0.4), rng.uniform(0.05, 0.4)) if augment else (0.2, 0.2)
     audio = np.concatenate([np.zeros(int(lead * RATE), np.float32), audio, np.zeros(int(tail * RATE), np.float32)])
     n = ve.frame_count(audio.size)
-    shifted = tuple((at + lead, name) for at, name in rendering.phonemes)
+    shifted = tuple((at * time_scale + lead, name) for at, name in rendering.phonemes)
     labels = mark_pauses(audio, frame_labels(shifted, n, unknown))
     if augment:
         audio = _augmented(audio, rng)
@@ -324,19 +345,75 @@ def espeak_settings(language: str, variants: Sequence[str], count: int, rng: np.
         yield VoiceSetting(name, language, int(rng.integers(120, 250)), int(rng.integers(25, 80)))
 
 
-def piper_renderer() -> object | None:
-    """A piper voice that reports phoneme alignments, or None when piper-tts is not installed."""
-    try:
-        from processors.tts.engines.piper import PiperEngine
+class PiperSpeaker:
+    """piper's English voice, patched for alignments the way the TTS engine does, with seeded noise.
 
-        return PiperEngine()
+    The voice's two RandomNormalLike nodes (VITS's sampling noise) are given seeds, so the same calls in
+    the same order give the same audio and the corpus is reproducible; the rate varies by length scale.
+    """
+
+    def __init__(self) -> None:
+        import onnx
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        from processors.tts.engines.piper import default_model
+        from processors.tts.engines.piper_patch import aligned_model
+
+        model = default_model()
+        patched = aligned_model(model, None)
+        if not patched.aligned:
+            raise RuntimeError(f"the piper voice gives no alignments: {patched.reason}")
+        graph = (onnx.load_from_string(patched.source) if isinstance(patched.source, bytes)
+                 else onnx.load(str(patched.source)))
+        for index, node in enumerate(n for n in graph.graph.node if n.op_type.startswith("Random")):
+            node.attribute.append(onnx.helper.make_attribute("seed", float(SEED + index)))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(graph.SerializeToString(), sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        config = json.loads(Path(f"{model}.json").read_text(encoding="utf-8"))
+        self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
+        self._names = id_names(self._voice.config.phoneme_id_map)
+        self.name = f"piper {model.name.removesuffix('.onnx')}"
+
+    def render(self, text: str, length_scale: float | None = None) -> Rendering:
+        from piper import SynthesisConfig
+
+        chunks = list(self._voice.synthesize(text, SynthesisConfig(length_scale=length_scale),
+                                             include_alignments=True))
+        phonemes: list[tuple[float, str]] = []
+        offset = 0
+        rate = self._voice.config.sample_rate
+        for chunk in chunks:  # one per sentence, each aligned on its own from 0
+            if chunk.phoneme_id_samples is None:
+                raise RuntimeError("piper returned a chunk without alignments")
+            marks = alignment_marks(chunk.phoneme_ids, chunk.phoneme_id_samples.tolist(), self._names,
+                                    offset=offset)
+            phonemes += [(sample / rate, name) for sample, name in marks]
+            offset += len(chunk.audio_int16_array)
+        audio = np.concatenate([chunk.audio_int16_array for chunk in chunks]).astype(np.float32) / 32768.0
+        return Rendering(audio, rate, tuple(phonemes))
+
+
+def piper_speaker() -> PiperSpeaker | None:
+    """The piper voice, or None when piper-tts (the `piper` extra) or its voice is not installed."""
+    try:
+        return PiperSpeaker()
     except Exception as error:  # any missing piece (package, voice, alignment support) means "no piper data"
         print(f"  piper: not used ({type(error).__name__}: {error})")
         return None
 
 
-def build_corpus(quick: bool) -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
-    """(train, validation, held-out voices) utterances; held-out voices speak sentences no training voice did."""
+def build_corpus(quick: bool, piper: PiperSpeaker | None, piper_trains: bool
+                 ) -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
+    """(train, validation, held-out) utterances; held-out voices speak sentences no training voice did.
+
+    piper is a held-out voice unless ``piper_trains``: then it also speaks the training sentences and its
+    held-out figure is for unseen sentences of a voice it trained on.
+    """
     rng = np.random.default_rng(SEED)
     unknown = UnknownPhonemes()
     train: list[Utterance] = []
@@ -361,6 +438,14 @@ def build_corpus(quick: bool) -> tuple[list[Utterance], list[Utterance], list[Ut
             rendering = espeak_rendering(text, f"{base}+{variant}", int(rng.integers(130, 230)),
                                          int(rng.integers(30, 75)))
             held_out.append(prepare(rendering, f"espeak {variant}", language, rng, unknown, augment=False))
+        if piper is not None and language == "en":
+            held_out += [prepare(piper.render(text), piper.name, language, rng, unknown, augment=False)
+                         for text in held_sentences]
+            if piper_trains:
+                for index, text in enumerate(train_sentences):
+                    rendering = piper.render(text, float(rng.uniform(*PIPER_LENGTH_SCALE)))
+                    utterance = prepare(rendering, piper.name, language, rng, unknown, augment=True)
+                    (validation if index % 10 == 0 else train).append(utterance)
         seconds = sum(u.audio.size for u in train if u.language == language) / RATE
         print(f"  {language}: {len(train_sentences)} training + {len(held_sentences)} held-out sentences, "
               f"{seconds:.0f} s of training speech, {time.perf_counter() - started:.1f} s", flush=True)
@@ -444,8 +529,8 @@ class Mlp:
         return self.weights + self.biases
 
 
-def train_model(frames: FrameSet, validation: FrameSet, epochs: int, rng: np.random.Generator
-                ) -> tuple[Mlp, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def train_model(frames: FrameSet, validation: FrameSet, epochs: int, rng: np.random.Generator,
+                hidden: Sequence[int] = HIDDEN) -> tuple[Mlp, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Adam on minibatches with a cosine learning rate; returns the model and the input normalisation."""
     sample = frames.inputs(rng.choice(frames.labels.size, size=min(50_000, frames.labels.size), replace=False))
     mean = sample.mean(axis=0).astype(np.float32)
@@ -453,7 +538,7 @@ def train_model(frames: FrameSet, validation: FrameSet, epochs: int, rng: np.ran
     counts = np.bincount(frames.labels, minlength=len(CLASSES)).astype(np.float64)
     # Mild re-weighting: rare but visible shapes (f v, p b m) matter more than their share of frames.
     class_weight = ((counts.sum() / np.maximum(counts, 1.0)) ** 0.3).astype(np.float32)
-    model = Mlp.initial((OFFSETS.size * ve.N_MELS, *HIDDEN, len(CLASSES)), rng)
+    model = Mlp.initial((OFFSETS.size * ve.N_MELS, *hidden, len(CLASSES)), rng)
     params = model.parameters()
     moments = [np.zeros_like(p) for p in params]
     squares = [np.zeros_like(p) for p in params]
@@ -571,27 +656,40 @@ def measure_speed(estimator: ve.VisemeEstimator, utterances: Sequence[Utterance]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ve.DEFAULT_WEIGHTS)
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--hidden", type=str, default=",".join(map(str, HIDDEN)),
+                        help="hidden layer widths, e.g. 160,80")
     parser.add_argument("--quick", action="store_true", help="a small corpus and few epochs (a smoke run)")
+    parser.add_argument("--no-piper", action="store_true", help="espeak-ng only, even when piper is installed")
+    parser.add_argument("--hold-out-piper", action="store_true",
+                        help="piper speaks only the held-out sentences: its figure is then a never-heard neural voice")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rng = np.random.default_rng(SEED + 1)
     print("synthesising the corpus ...", flush=True)
-    train, validation, held_out = build_corpus(args.quick)
+    piper = None if args.no_piper else piper_speaker()
+    train, validation, held_out = build_corpus(args.quick, piper, not args.hold_out_piper)
     print("features ...", flush=True)
     train_frames, validation_frames = frame_set(train), frame_set(validation)
     print(f"  {train_frames.labels.size} training frames, {validation_frames.labels.size} validation frames")
     print("training ...", flush=True)
-    model, mean, scale = train_model(train_frames, validation_frames, 3 if args.quick else args.epochs, rng)
+    hidden = tuple(int(width) for width in args.hidden.split(","))
+    model, mean, scale = train_model(train_frames, validation_frames, 3 if args.quick else args.epochs, rng,
+                                     hidden)
     save_weights(args.out, model, mean, scale, 0.0)
     print("decoding ...", flush=True)
     save_weights(args.out, model, mean, scale, choose_switch_cost(args.out, validation))
     estimator = ve.VisemeEstimator.load(args.out)
+    espeak_held = [u for u in held_out if u.voice.startswith("espeak")]
     for language in ("en", "fa"):
-        subset = [u for u in held_out if u.language == language]
+        subset = [u for u in espeak_held if u.language == language]
         voices = sorted({u.voice for u in subset})
         report(f"held-out voices, {language} ({', '.join(voices)})", *decoded_labels(estimator, subset))
-    report("held-out voices, both languages", *decoded_labels(estimator, held_out))
+    report("held-out espeak-ng voices, both languages", *decoded_labels(estimator, espeak_held))
+    piper_held = [u for u in held_out if u.voice.startswith("piper")]
+    if piper_held:
+        how = "held-out voice" if args.hold_out_piper else "a training voice, held-out sentences"
+        report(f"{piper_held[0].voice}, en ({how})", *decoded_labels(estimator, piper_held))
     print(f"\nspeed: {measure_speed(estimator, held_out):.2f} ms of CPU per second of audio")
     print(f"weights: {args.out} ({args.out.stat().st_size / 1024:.0f} KiB); "
           f"total {time.perf_counter() - started:.0f} s")

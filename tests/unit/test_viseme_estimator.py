@@ -25,9 +25,10 @@ from processors.tts.engines.espeak_library import EspeakLibraryError, shared_lib
 # Sentences the training script does not speak, in espeak-ng's f3 variant, which it holds out of training.
 SENTENCES = {
     "en-us+f3": ("Maybe Pam will bring the map to Mabel.", "Father bought a large boat on Saturday.",
-                 "My mother keeps a photo of the harbour above the piano."),
+                 "My mother keeps a photo of the harbour above the piano.",
+                 "Pat and Sam had a bad nap at the camp.", "Tom's father got a hot coffee at the shop."),
     "fa+f3": ("مامان برای بابا یک بسته پسته خرید.", "امروز آسمان آبی و صاف است.",
-              "پدربزرگ هر صبح با ماشین به باغ می‌رود."),
+              "پدربزرگ هر صبح با ماشین به باغ می‌رود.", "ساعت هفت صبح با اتوبوس به دانشگاه رفتم."),
 }
 PAUSE_S = 0.3
 Span = tuple[float, float, tuple[Viseme, ...]]
@@ -62,24 +63,31 @@ def _at(frames: list[Viseme], seconds: float) -> Viseme:
 
 
 def _recognised(estimator: VisemeEstimator, speech: list[tuple[np.ndarray, list[Span]]],
-                wanted: set[Viseme]) -> float:
-    """Share of the phonemes said with one of ``wanted`` whose middle frame the estimator puts in ``wanted``."""
+                said: set[Viseme], heard: set[Viseme]) -> float:
+    """Share of the phonemes said with one of ``said`` whose middle frame the estimator puts in ``heard``."""
     hits = []
     for samples, spans in speech:
         frames = estimator.frame_visemes(samples)
-        hits += [_at(frames, (start + end) / 2) in wanted for start, end, visemes in spans
-                 if len(visemes) == 1 and visemes[0] in wanted and end - start >= 0.04]
+        hits += [_at(frames, (start + end) / 2) in heard for start, end, visemes in spans
+                 if len(visemes) == 1 and visemes[0] in said and end - start >= 0.04]
     assert len(hits) >= 5, "the sentences have too few such phonemes"
     return float(np.mean(hits))
 
 
 def test_bilabials_of_an_unheard_voice_are_mostly_closed(estimator: VisemeEstimator, speech) -> None:
-    assert _recognised(estimator, speech, {Viseme.CLOSED}) >= 0.75
+    assert _recognised(estimator, speech, {Viseme.CLOSED}, {Viseme.CLOSED}) >= 0.75
 
 
-def test_open_vowels_of_an_unheard_voice_are_mostly_open(estimator: VisemeEstimator, speech) -> None:
-    # ɑ against a/æ is a grade of one opening: either counts as open.
-    assert _recognised(estimator, speech, {Viseme.OPEN, Viseme.OPEN_MID}) >= 0.6
+OPEN_VOWELS = {Viseme.OPEN, Viseme.OPEN_MID}
+
+
+def test_open_vowels_of_an_unheard_voice_open_the_mouth(estimator: VisemeEstimator, speech) -> None:
+    assert _recognised(estimator, speech, OPEN_VOWELS, OPEN_VOWELS | {Viseme.MID}) >= 0.9
+
+
+def test_open_vowels_of_an_unheard_voice_are_often_graded_open(estimator: VisemeEstimator, speech) -> None:
+    # The grade is the weak part (English æ is often heard as the half-open ə/e: docs/viseme-estimator.md).
+    assert _recognised(estimator, speech, OPEN_VOWELS, OPEN_VOWELS) >= 0.4
 
 
 def test_the_silence_around_speech_is_rest(estimator: VisemeEstimator, speech) -> None:
