@@ -62,10 +62,10 @@ SHAPES: dict[Viseme, Shape] = {
     Viseme.RHOTIC: Shape(0.2, -0.4, dominance=0.5),
     Viseme.OPEN: Shape(1.0, 0.05),
     Viseme.OPEN_MID: Shape(0.8, 0.1),
-    Viseme.MID: Shape(0.48, 0.35, dominance=0.8),
-    Viseme.SPREAD: Shape(0.28, 0.8),
-    Viseme.ROUNDED: Shape(0.5, -0.65),
-    Viseme.PROTRUDED: Shape(0.28, -1.0),
+    Viseme.MID: Shape(0.48, 0.45, dominance=0.8),
+    Viseme.SPREAD: Shape(0.28, 0.95),
+    Viseme.ROUNDED: Shape(0.5, -0.85),
+    Viseme.PROTRUDED: Shape(0.28, -1.25),
 }
 
 PAUSE = "_"  # the name a TTS gives the silence after its speech (espeak-ng and piper write it too)
