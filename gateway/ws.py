@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from consumers.session_reader import Chunk, FirstCopies, StreamError, StreamItem, decode_session_record
 from consumers.session_stream import Record
 from gateway import metrics
 from gateway.auth import ADMIN, Principal
@@ -25,8 +26,6 @@ from gateway.services import Services
 from gateway.speak import Refusal, UsableAvatar, admit, send, usable_avatar
 from schemas.avatar import VoiceChoice
 from schemas.common import new_id
-from schemas.envelope import EnvelopeError
-from schemas.session import SessionError, SessionEvent, VideoChunkMeta
 from schemas.websocket import (
     CLIENT_MESSAGE,
     CLIENT_TYPES,
@@ -73,15 +72,14 @@ def parse_client_message(raw: str) -> ClientMessage:
         raise Refusal("invalid_message", f"{kind}: field '{field}': {problem['msg']}") from None
 
 
-def session_event_to_message(event: SessionEvent, cursor: int) -> dict[str, Any]:
-    meta = event.meta
-    if isinstance(meta, VideoChunkMeta):
-        return VideoChunk(request_id=meta.request_id, seq=meta.seq, pts_ms=meta.pts_ms, duration_ms=meta.duration_ms,
-                          data=base64.b64encode(event.payload).decode(), mime=meta.mime, is_last=meta.is_last,
-                          text=meta.text, cursor=cursor).model_dump(exclude_none=True)
-    assert isinstance(meta, SessionError)
-    return Error(code=meta.code, message=meta.message, request_id=meta.request_id,
-                 cursor=cursor).model_dump(exclude_none=True)
+def session_item_to_message(item: StreamItem) -> dict[str, Any]:
+    """A session-topic item as the WebSocket message that carries it; its offset is the client's cursor."""
+    if isinstance(item, Chunk):
+        return VideoChunk(request_id=item.request_id, seq=item.seq, pts_ms=item.pts_ms, duration_ms=item.duration_ms,
+                          data=base64.b64encode(item.data).decode(), mime=item.mime, is_last=item.is_last,
+                          text=item.text, cursor=item.offset).model_dump(exclude_none=True)
+    return Error(code=item.code, message=item.message, request_id=item.request_id,
+                 cursor=item.offset).model_dump(exclude_none=True)
 
 
 def _dump(message: Any) -> dict[str, Any]:
@@ -105,7 +103,7 @@ class StreamSession:
         self.interrupted: set[str] = set()
         self.resume_after: tuple[str, int] | None = None  # (request_id, seq) already received by the client
         self.too_slow = False
-        self.last_seq: OrderedDict[str, int] = OrderedDict()  # per request: duplicates are never forwarded
+        self.copies = FirstCopies()  # a redelivered chunk or error is never forwarded twice
         self.accepted_at: dict[str, float] = {}  # request → when accepted, until its first chunk
         self.playback_origin: dict[str, float] = {}  # request → when its first chunk went out
         # Read with the avatar's access check, so text inputs need no database (they go on through an outage).
@@ -229,56 +227,45 @@ class StreamSession:
             self.services.connected.discard(self.session_id)
 
     def _on_record(self, record: Record) -> None:
-        """Called on the consumer thread: decode, filter, then hand over to the event loop."""
-        try:
-            event = SessionEvent.from_kafka(record.value)
-        except (EnvelopeError, ValidationError) as error:
-            log.warning("undecodable session event", extra={"topic": record.topic, "error": str(error)})
-            return
-        self.loop.call_soon_threadsafe(self._forward, event, record.offset)
+        """Called on the consumer thread: decode, then hand over to the event loop."""
+        item = decode_session_record(record.value, record.offset)
+        if item is not None:
+            self.loop.call_soon_threadsafe(self._forward, item)
 
-    def _forward(self, event: SessionEvent, cursor: int) -> None:
+    def _forward(self, item: StreamItem) -> None:
         """On the event loop: drop what the client must not see, then queue it (bounded)."""
-        meta = event.meta
-        request_id = meta.request_id
+        request_id = item.request_id
         if request_id in self.interrupted or self.too_slow:
             return
         if self.resume_after is not None:
-            if isinstance(meta, VideoChunkMeta) and (request_id, meta.seq) == self.resume_after:
+            if isinstance(item, Chunk) and (request_id, item.seq) == self.resume_after:
                 self.resume_after = None
             return
-        if isinstance(meta, VideoChunkMeta):
-            if meta.seq <= self.last_seq.get(meta.request_id, -1):
-                return  # a duplicate (e.g. redelivered after a processor restart)
-            self._remember_seq(meta.request_id, meta.seq)
-            self._observe_timing(meta)
+        if not self.copies.first(item):
+            return  # a duplicate (e.g. redelivered after a processor restart)
+        if isinstance(item, Chunk):
+            self._observe_timing(item)
         else:
-            metrics.ERRORS.labels(meta.code).inc()
-        if isinstance(meta, SessionError) or (isinstance(meta, VideoChunkMeta) and meta.is_last):
+            metrics.ERRORS.labels(item.code).inc()
+        if isinstance(item, StreamError) or item.is_last:
             self.in_flight.pop(request_id or "", None)
         if self.outbox.qsize() >= self.settings.ws_max_pending_messages:
             self._drop_slow_client()
             return
-        self.outbox.put_nowait(session_event_to_message(event, cursor))
+        self.outbox.put_nowait(session_item_to_message(item))
 
-    def _remember_seq(self, request_id: str, seq: int) -> None:
-        self.last_seq[request_id] = seq
-        self.last_seq.move_to_end(request_id)
-        while len(self.last_seq) > 1024:
-            self.last_seq.popitem(last=False)
-
-    def _observe_timing(self, meta: VideoChunkMeta) -> None:
+    def _observe_timing(self, chunk: Chunk) -> None:
         now = time.perf_counter()
         metrics.CHUNKS.inc()
-        accepted = self.accepted_at.pop(meta.request_id, None)
+        accepted = self.accepted_at.pop(chunk.request_id, None)
         if accepted is not None:
             metrics.FIRST_CHUNK_SECONDS.observe(now - accepted)
-            self.playback_origin[meta.request_id] = now
-        origin = self.playback_origin.get(meta.request_id)
+            self.playback_origin[chunk.request_id] = now
+        origin = self.playback_origin.get(chunk.request_id)
         if origin is not None:
-            metrics.CHUNK_MARGIN_SECONDS.observe(origin + meta.pts_ms / 1000 - now)
-        if meta.is_last:
-            self.playback_origin.pop(meta.request_id, None)
+            metrics.CHUNK_MARGIN_SECONDS.observe(origin + chunk.pts_ms / 1000 - now)
+        if chunk.is_last:
+            self.playback_origin.pop(chunk.request_id, None)
 
     def _drop_slow_client(self) -> None:
         """Past the bound, stop buffering: tell the client (it can resume from its last cursor) and close."""

@@ -5,20 +5,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from pydantic import ValidationError
 
+from consumers.session_reader import (
+    Chunk,
+    FirstCopies,
+    PipelineError,
+    RequestAssembler,
+    StreamError,
+    StreamItem,
+    decode_session_record,
+)
 from infra.kafka import TopicAdmin, consumer_config, new_producer
 from infra.settings import Settings
 from schemas.common import Language, new_id
 from schemas.control import Interrupt
-from schemas.envelope import EnvelopeError
 from schemas.requests import TextRequest, TtsEngineName
-from schemas.session import SessionError, SessionEvent, VideoChunkMeta
 
+# The SDK's names: what a session's stream yields and raises is read by consumers/session_reader.py.
+__all__ = ["AvatarProducer", "Chunk", "PipelineError", "ProduceError", "RequestAssembler", "StreamError",
+           "StreamItem", "StreamTimeout"]
 log = logging.getLogger(__name__)
 
 
@@ -28,105 +36,6 @@ class ProduceError(RuntimeError):
 
 class StreamTimeout(TimeoutError):
     """Nothing (more) arrived on the session topic in time."""
-
-
-class PipelineError(RuntimeError):
-    """The pipeline reported an error for the request (its ``code`` is the protocol's error code)."""
-
-    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One piece of a request's fragmented MP4, as read from the session topic."""
-
-    request_id: str
-    seq: int
-    pts_ms: int
-    duration_ms: int
-    mime: str
-    is_last: bool
-    text: str | None
-    data: bytes
-    offset: int  # position on the session topic: resume a stream after it with ``from_offset=offset + 1``
-
-
-@dataclass(frozen=True)
-class StreamError:
-    """The pipeline's report that a request (or, with no request id, the session) failed."""
-
-    request_id: str | None
-    code: str
-    message: str
-    offset: int
-
-
-StreamItem = Chunk | StreamError
-
-
-def decode_session_record(value: bytes, offset: int) -> StreamItem | None:
-    """A session-topic record as a Chunk or StreamError; None for anything this client does not know."""
-    try:
-        event = SessionEvent.from_kafka(value)
-    except (EnvelopeError, ValidationError) as error:
-        log.debug("skipping an unreadable session event", extra={"offset": offset, "error": str(error)})
-        return None
-    meta = event.meta
-    if isinstance(meta, VideoChunkMeta):
-        return Chunk(request_id=meta.request_id, seq=meta.seq, pts_ms=meta.pts_ms, duration_ms=meta.duration_ms,
-                     mime=meta.mime, is_last=meta.is_last, text=meta.text, data=event.payload, offset=offset)
-    if isinstance(meta, SessionError):
-        return StreamError(request_id=meta.request_id, code=meta.code, message=meta.message, offset=offset)
-    return None
-
-
-@dataclass
-class RequestAssembler:
-    """Collects one request's chunks into its MP4, whatever duplicates or reordering the delivery brings.
-
-    Delivery is at-least-once, so the same (request, seq) may come twice: the first copy wins. The request
-    is complete once its last chunk and every seq before it are here.
-    """
-
-    request_id: str
-    chunks: dict[int, Chunk] = field(default_factory=dict)
-    last_seq: int | None = None
-    error: StreamError | None = None
-
-    def add(self, item: StreamItem) -> None:
-        if item.request_id != self.request_id and not (isinstance(item, StreamError) and item.request_id is None):
-            return
-        if isinstance(item, StreamError):
-            self.error = self.error or item
-            return
-        self.chunks.setdefault(item.seq, item)
-        if item.is_last:
-            self.last_seq = item.seq
-
-    @property
-    def complete(self) -> bool:
-        return self.last_seq is not None and all(seq in self.chunks for seq in range(self.last_seq + 1))
-
-    @property
-    def finished(self) -> bool:
-        return self.complete or self.error is not None
-
-    @property
-    def duration_ms(self) -> int:
-        return sum(chunk.duration_ms for chunk in self.chunks.values())
-
-    def mp4(self) -> bytes:
-        """The whole MP4; raises PipelineError if the pipeline failed the request."""
-        if self.error is not None:
-            raise PipelineError(self.error.code, self.error.message, self.error.request_id)
-        if not self.complete:
-            raise PipelineError("incomplete", f"request {self.request_id} is missing chunks", self.request_id)
-        assert self.last_seq is not None
-        return b"".join(self.chunks[seq].data for seq in range(self.last_seq + 1))
 
 
 class AvatarProducer:
@@ -196,14 +105,12 @@ class AvatarProducer:
         try:
             self._wait_for_topic(consumer, topic, timeout_s)
             consumer.assign([TopicPartition(topic, 0, from_offset)])
-            seen: set[tuple[str | None, int | str]] = set()
+            copies = FirstCopies()
             for item in self._poll_items(consumer, topic, timeout_s):
                 if request_id is not None and item.request_id not in (request_id, None):
                     continue
-                identity = (item.request_id, item.seq if isinstance(item, Chunk) else item.code)
-                if identity in seen:  # at-least-once delivery: a redelivered copy is not shown twice
+                if not copies.first(item):  # at-least-once delivery: a redelivered copy is not shown twice
                     continue
-                seen.add(identity)
                 yield item
                 if request_id is not None and (isinstance(item, StreamError) or item.is_last):
                     return

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from consumers.session_reader import RequestAssembler, StreamItem, decode_session_record
 from consumers.session_stream import Record
 from gateway.auth import Principal
 from gateway.deps import principal, services
 from gateway.services import Services
 from gateway.speak import Admitted, Refusal, admit, send, usable_avatar
-from producers.client import RequestAssembler, StreamItem, decode_session_record
 from schemas.avatar import VoiceChoice
 from schemas.common import AvatarId, Language, new_id
 from schemas.requests import TtsEngineName, VoiceName

@@ -1,10 +1,17 @@
-"""The SDK's pure pieces: session-topic records decoded, and a request's chunks assembled exactly once."""
+"""The session reader's pure pieces: records decoded, copies passed once, a request's chunks assembled once."""
 
 from __future__ import annotations
 
 import pytest
 
-from producers.client import Chunk, PipelineError, RequestAssembler, StreamError, decode_session_record
+from consumers.session_reader import (
+    Chunk,
+    FirstCopies,
+    PipelineError,
+    RequestAssembler,
+    StreamError,
+    decode_session_record,
+)
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
 
 MIME = 'video/mp4; codecs="avc1.42C01E, mp4a.40.2"'
@@ -70,3 +77,20 @@ def test_session_records_decode_to_chunks_and_errors_with_their_offsets() -> Non
 def test_records_that_are_not_session_events_are_skipped() -> None:
     assert decode_session_record(b"not an envelope", offset=0) is None
     assert decode_session_record(b"AVS1\x00\x00\x00\x02{}", offset=1) is None
+
+
+def test_a_redelivered_chunk_or_error_is_passed_once_per_request() -> None:
+    copies = FirstCopies()
+    failed = StreamError(request_id="r2", code="tts_failed", message="crashed", offset=9)
+    passed = [copies.first(item) for item in (chunk(0), chunk(1), chunk(0), chunk(0, request_id="r2"), failed,
+                                              StreamError(request_id="r2", code="tts_failed", message="again",
+                                                          offset=10), chunk(1))]
+    assert passed == [True, True, False, True, True, False, False]
+
+
+def test_only_the_latest_requests_are_remembered() -> None:
+    copies = FirstCopies(max_requests=2)
+    assert copies.first(chunk(0, request_id="old"))
+    assert copies.first(chunk(0, request_id="a")) and copies.first(chunk(0, request_id="b"))
+    assert not copies.first(chunk(0, request_id="b"))
+    assert copies.first(chunk(0, request_id="old")), "forgotten after two newer requests: memory stays bounded"

@@ -6,9 +6,9 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
+from consumers.session_reader import Chunk
 from gateway.ws import CLOSE_TOO_SLOW, StreamSession
 from infra.settings import Settings
-from schemas.session import SessionEvent, VideoChunkMeta
 
 
 class StalledSocket:
@@ -31,9 +31,9 @@ class StalledSocket:
         self.closed_with = code
 
 
-def chunk(seq: int) -> SessionEvent:
-    return SessionEvent(VideoChunkMeta(request_id="r1", seq=seq, pts_ms=seq * 480, duration_ms=480,
-                                       mime="video/mp4", is_last=False), b"x" * 100)
+def chunk(seq: int) -> Chunk:
+    return Chunk(request_id="r1", seq=seq, pts_ms=seq * 480, duration_ms=480, mime="video/mp4", is_last=False,
+                 text=None, data=b"x" * 100, offset=seq)
 
 
 async def test_a_stalled_client_is_dropped_at_the_bound_with_a_resumable_error() -> None:
@@ -46,7 +46,7 @@ async def test_a_stalled_client_is_dropped_at_the_bound_with_a_resumable_error()
     session.session_id = "s1"
     sender = asyncio.create_task(session._send_loop())
     for seq in range(50):
-        session._forward(chunk(seq), cursor=seq)
+        session._forward(chunk(seq))
     await asyncio.sleep(0.05)
     assert session.too_slow and forgotten == ["avatar.session.s1"], "it stops reading the session's topic"
     assert session.outbox.qsize() <= 2, "the queue is bounded, not 50 deep"
