@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.docs_pages import install_offline_docs
 from gateway.ratelimit import Limits, RateLimiter, caller_key
 from gateway.routes import ROUTERS
 from gateway.sample_avatar import ensure_sample_avatar
@@ -32,13 +33,15 @@ def create_app(settings: Settings) -> FastAPI:
             services.stop()
 
     app = FastAPI(title="Avatar streaming service", version="0.1.0", lifespan=lifespan,
-                  description="Persian and English text in, lip-synced talking-avatar video out.")
+                  description="Persian and English text in, lip-synced talking-avatar video out.",
+                  docs_url=None, redoc_url=None)  # served offline by install_offline_docs
     app.state.settings = settings
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in settings.cors_origins.split(",")],
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     install_error_format(app)
     install_rate_limits(app, settings)
+    install_offline_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     return app
