@@ -1,0 +1,79 @@
+"""The player and registration pages load under their Content-Security-Policy in Chromium with nothing refused."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import ConsoleMessage, Page
+from skimage import data
+
+from gateway.security_headers import PAGE_CSP
+from infra.broker import EmbeddedBroker, free_port
+from infra.settings import Settings
+from tests.browser.test_registration_page import DROP_FILE
+from tests.gateway_server import serve_gateway
+from tests.unit.test_registration_media import png_bytes, resized
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def gateway(broker: EmbeddedBroker, database_url: str) -> Iterator[str]:
+    settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, port=free_port(),
+                        _env_file=None)
+    with serve_gateway(settings) as url:
+        yield url
+
+
+def refusals(page: Page) -> list[str]:
+    found: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text or "Refused to" in message.text:
+            found.append(message.text)
+
+    page.on("console", on_console)
+    return found
+
+
+@pytest.mark.parametrize("path", ["/", "/avatar-registration"])
+def test_pages_send_the_headers(gateway: str, path: str) -> None:
+    response = httpx.get(gateway + path)
+    assert response.status_code == 200
+    assert response.headers["content-security-policy"] == PAGE_CSP
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_the_player_connects_and_loads_its_fonts_under_the_policy(page: Page, gateway: str) -> None:
+    refused = refusals(page)
+    page.goto(gateway + "/")
+    page.wait_for_function("window.avatarPlayer && window.avatarPlayer.connection.sessionId !== null",
+                           timeout=15_000)  # the WebSocket to 'self' was allowed
+    page.wait_for_function("document.fonts.check('16px Vazirmatn')", timeout=10_000)
+    page.wait_for_function("document.getElementById('video').src.startsWith('blob:')", timeout=10_000)
+    assert not refused, refused
+
+
+def test_the_registration_page_previews_a_chosen_file_under_the_policy(page: Page, gateway: str) -> None:
+    refused = refusals(page)
+    page.goto(gateway + "/avatar-registration")
+    page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+    photo = png_bytes(resized(np.asarray(data.astronaut()), (256, 256)))
+    page.evaluate(DROP_FILE, ["astronaut.png", "image/png", base64.b64encode(photo).decode()])
+    page.wait_for_function("() => { const t = document.getElementById('drop-thumb');"
+                           " return t.src.startsWith('blob:') && t.complete && t.naturalWidth === 256; }",
+                           timeout=10_000)  # the blob: thumbnail was allowed to load
+    assert not refused, refused
+
+
+def test_a_page_cannot_be_framed(page: Page, gateway: str) -> None:
+    refused = refusals(page)
+    page.set_content(f"<iframe src='{gateway}/'></iframe>")
+    page.wait_for_timeout(2000)
+    assert any("frame-ancestors" in text or "X-Frame-Options" in text for text in refused), refused
