@@ -5,9 +5,11 @@
 espeak-ng speaks a few hundred Persian and English sentences with many voice variants, rates and pitches
 and reports where each phoneme starts; `visemes_of` turns those phonemes into per-10-ms viseme labels,
 so the labels cost nothing. Piper's English voice joins when piper-tts is installed (the `piper` extra),
-labelled from its phoneme alignments. Whole voices (some espeak variants, and piper) are held out of
-training; the accuracy printed at the end is measured on them, through the shipped (float16) weights and
-the estimator's own decoding. Fixed seed, numpy only, single-threaded BLAS: a few minutes on 2 cores.
+labelled from its phoneme alignments (``--hold-out-piper`` keeps it out of training). Whole espeak-ng
+voices (four variants) and a fifth of the sentences are held out; the accuracy printed at the end is
+measured on them (and on piper's held-out sentences), through the written float16 weights and the
+estimator's own decoding. Fixed seeds (piper's sampling noise too), numpy only, single-threaded BLAS:
+about 4–5 minutes of CPU; docs/viseme-estimator.md.
 """
 
 from __future__ import annotations
