@@ -27,7 +27,7 @@ from processors.lipsync.articulation import (
     TUCK_LEAD_S,
     TUCK_RAMP_S,
 )
-from processors.lipsync.core import LipSyncCore, UnknownAvatar
+from processors.lipsync.core import EmittedProgress, LipSyncCore, UnknownAvatar
 from processors.lipsync.engines.base import SAMPLES_PER_FRAME, LipSyncEngine, RenderJob
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.engines.wav2lip import Wav2LipEngine
@@ -35,6 +35,7 @@ from processors.lipsync.mel import mel_windows
 from processors.lipsync.visemes import Viseme, viseme_onsets
 from processors.tts.audio import LIPSYNC_RATE, PLAYBACK_RATE, LoudnessTarget, shape_speech, to_pcm16
 from schemas.avatar import AvatarFaceData, RgbFrame
+from schemas.session import SessionEvent, VideoChunkMeta
 from schemas.speech import SpeechSegment, SpeechSegmentMeta
 from scripts.wav2lip.graph import build_model, random_state_dict, wav2lip_architecture
 from tests.unit.face_fixtures import astronaut_photo, astronaut_video, espeak_speech
@@ -278,3 +279,36 @@ def test_the_jobs_audio_is_the_tts_copy_sample_for_sample() -> None:
         np.testing.assert_array_equal(job.audio[: job.n_frames * SAMPLES_PER_FRAME],
                                       request.audio[start : start + job.n_frames * SAMPLES_PER_FRAME])
         np.testing.assert_array_equal(job.history, request.audio[max(0, start - 8000) : start])
+
+
+def progress_of(events: Sequence[SessionEvent]) -> EmittedProgress | None:
+    """What a session topic holding ``events`` tells a worker taking over."""
+    chunks = [e.meta for e in events if isinstance(e.meta, VideoChunkMeta)]
+    if not chunks:
+        return None
+    return EmittedProgress(last_seq=chunks[-1].seq, frames_end=(chunks[-1].pts_ms + chunks[-1].duration_ms) // 40,
+                           finished=chunks[-1].is_last)
+
+
+@pytest.mark.parametrize("crash_after", [0, 2], ids=["between-segments", "mid-segment"])
+def test_held_back_frames_survive_a_worker_taking_over(crash_after: int) -> None:
+    """With frames held for the look-ahead, a successor still continues without gap or duplicate."""
+    avatar = astronaut_photo()
+    request = make_request((9, 31, 35))
+
+    def core() -> LipSyncCore:
+        return LipSyncCore(Recorder(EmbeddedEngine(), lookahead=5), lambda _id: avatar,
+                           chunk_frames=12, first_chunk_frames=6)
+
+    crashed = core()
+    topic = list(crashed.handle(request.segments[0]))
+    partial = crashed.handle(request.segments[1])
+    topic += [next(partial) for _ in range(crash_after)]
+    successor = core()
+    successor.progress = lambda _session, _request: progress_of(topic)
+    topic += list(successor.handle(request.segments[1], recovering=True))
+    topic += list(successor.handle(request.segments[2]))
+    metas = [e.meta for e in topic if isinstance(e.meta, VideoChunkMeta)]
+    assert [m.seq for m in metas] == list(range(len(metas)))
+    assert metas[0].pts_ms == 0 and [m.pts_ms for m in metas[1:]] == [m.pts_ms + m.duration_ms for m in metas[:-1]]
+    assert metas[-1].is_last and sum(m.duration_ms for m in metas) == FRAMES * 40
