@@ -16,7 +16,6 @@ from gateway.docs_pages import install_offline_docs
 from gateway.ratelimit import Limits, RateLimiter, caller_key
 from gateway.routes import ROUTERS
 from gateway.sample_avatar import ensure_sample_avatar
-from gateway.security_headers import SecurityHeaders
 from gateway.services import Services
 from infra.settings import Settings
 
@@ -43,7 +42,6 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_format(app)
     install_rate_limits(app, settings)
     install_offline_docs(app)
-    app.add_middleware(SecurityHeaders)
     for router in ROUTERS:
         app.include_router(router)
     return app
