@@ -9,7 +9,7 @@ labelled from its phoneme alignments (``--hold-out-piper`` keeps it out of train
 voices (four variants) and a fifth of the sentences are held out; the accuracy printed at the end is
 measured on them (and on piper's held-out sentences), through the written float16 weights and the
 estimator's own decoding. Fixed seeds (piper's sampling noise too), numpy only, single-threaded BLAS:
-about 4–5 minutes of CPU; docs/viseme-estimator.md.
+about 6 minutes of CPU; docs/viseme-estimator.md.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ SEED = 20261202
 RATE = ve.SAMPLE_RATE
 CLASSES: tuple[Viseme, ...] = tuple(Viseme)
 OFFSETS = np.array([-12, -8, -5, -3, -2, -1, 0, 1, 2, 3, 5, 8, 12], dtype=np.int64)
-HIDDEN = (160, 80)
+HIDDEN = (256, 128)
 SILENCE_GATE_DBFS = -60.0  # a 10 ms frame this quiet is a pause ...
 SILENCE_MIN_FRAMES = 8  # ... when 80 ms of them follow each other (shorter gaps are stop closures)
 HELD_OUT_SENTENCE_SHARE = 0.2
@@ -658,7 +658,7 @@ def measure_speed(estimator: ve.VisemeEstimator, utterances: Sequence[Utterance]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ve.DEFAULT_WEIGHTS)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--hidden", type=str, default=",".join(map(str, HIDDEN)),
                         help="hidden layer widths, e.g. 160,80")
     parser.add_argument("--quick", action="store_true", help="a small corpus and few epochs (a smoke run)")

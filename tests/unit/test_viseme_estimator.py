@@ -19,7 +19,7 @@ from processors.lipsync.viseme_estimator import (
     absorb_short_runs,
     viterbi,
 )
-from processors.lipsync.visemes import Viseme, visemes_of
+from processors.lipsync.visemes import SHAPES, Viseme, visemes_of
 from processors.tts.engines.espeak_library import EspeakLibraryError, shared_library
 
 # Sentences the training script does not speak, in espeak-ng's f3 variant, which it holds out of training.
@@ -79,10 +79,12 @@ def test_bilabials_of_an_unheard_voice_are_mostly_closed(estimator: VisemeEstima
 
 
 OPEN_VOWELS = {Viseme.OPEN, Viseme.OPEN_MID}
+# Shapes the renderer draws with the jaw at least half open (ə, o as well as ɑ, a).
+OPEN_MOUTH = {viseme for viseme, shape in SHAPES.items() if shape.opening >= 0.45}
 
 
 def test_open_vowels_of_an_unheard_voice_open_the_mouth(estimator: VisemeEstimator, speech) -> None:
-    assert _recognised(estimator, speech, OPEN_VOWELS, OPEN_VOWELS | {Viseme.MID}) >= 0.9
+    assert _recognised(estimator, speech, OPEN_VOWELS, OPEN_MOUTH) >= 0.9
 
 
 def test_open_vowels_of_an_unheard_voice_are_often_graded_open(estimator: VisemeEstimator, speech) -> None:
