@@ -5,7 +5,9 @@ only the playback audio. Both parse; `lipsync_pcm16` is empty for v1.
 
 v3 (issue 10) adds the optional ``phonemes``: what the TTS said and when, as (start offset in samples at
 ``sample_rate`` from the segment's first sample, IPA name), ending with a ``"_"`` mark where the speech stops.
-A backend that knows no timings (OpenAI) leaves the field out. Consumers must be upgraded before producers:
+A backend that knows no timings (OpenAI) leaves the field out. v3 also names the ``voice`` a segment was spoken
+with: espeak-ng in-process does not repeat its audio byte for byte (its generator keeps state between calls),
+so the voice is told, not inferred from the samples. Consumers must be upgraded before producers:
 a v2 reader refuses ``schema_version`` 3.
 """
 
@@ -57,6 +59,8 @@ class SpeechSegmentMeta(BaseModel):
     lipsync_sample_count: int = Field(default=0, ge=0)
     speech_ms: int | None = Field(default=None, ge=0, description="speech before the trailing pause (subtitle)")
     engine: str | None = Field(default=None, description="the TTS backend that spoke this segment")
+    voice: str | None = Field(default=None, max_length=64, description="the voice the backend spoke it with, "
+                              "when one was asked for (absent: the backend's configured voice)")
     # v3: the TTS's own phoneme timings (absent when the backend knows none)
     phonemes: list[tuple[Annotated[int, Field(ge=0, strict=True)], PhonemeName]] | None = Field(
         default=None, max_length=MAX_PHONEMES,

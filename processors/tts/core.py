@@ -179,7 +179,7 @@ class TtsCore:
             language=plan.piece.language, sample_rate=OUTPUT_RATE, sample_count=len(shaped.playback),
             start_ms=start_samples * 1000 // OUTPUT_RATE, start_sample=start_samples, created_at_ms=created_at_ms,
             lipsync_sample_rate=LIPSYNC_RATE, lipsync_sample_count=len(shaped.lipsync),
-            speech_ms=shaped.speech_samples * 1000 // OUTPUT_RATE, engine=plan.engine.name,
+            speech_ms=shaped.speech_samples * 1000 // OUTPUT_RATE, engine=plan.engine.name, voice=plan.voice,
             phonemes=list(shaped.phonemes) or None,  # a backend without timings leaves the field out
         )
 

@@ -161,6 +161,14 @@ def test_request_voice_selects_an_espeak_variant_and_changes_the_sound(core: Tts
     assert default[0].pcm16 != female[0].pcm16
 
 
+def test_each_segment_names_the_voice_it_was_spoken_with(espeak: EspeakEngine) -> None:
+    core = TtsCore(EngineSet.of(espeak), max_text_chars=2000)
+    female = segments_of(list(core.handle(request("سلام دوست من. Hello my friend.", language=None, voice="f3"))))
+    default = segments_of(list(core.handle(request("سلام دوست من"))))
+    assert [s.meta.voice for s in female] == ["f3", "f3"] and default[0].meta.voice is None
+    assert SpeechSegment.from_kafka(female[0].to_kafka()).meta.voice == "f3"
+
+
 def test_an_unknown_voice_is_refused_before_anything_is_spoken(espeak: EspeakEngine) -> None:
     engine = RecordingEngine(espeak)
     [event] = list(TtsCore(engine, max_text_chars=100).handle(request("سلام", voice="no-such-voice")))
