@@ -40,7 +40,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                               description="Send TEXT into Kafka and write the lip-synced MP4 the pipeline returns.")
     say.add_argument("text", nargs="+", help="what the avatar says (quote it; '-' reads standard input)")
     say.add_argument("--avatar", default=settings.sample_avatar_id, help="avatar id (default: %(default)s)")
-    say.add_argument("--lang", choices=["fa", "en"], default=None, help="language (default: detected)")
+    # --language is the protocol's word (`language` in text_input and the REST body); --lang is kept for scripts.
+    say.add_argument("--language", "--lang", dest="lang", choices=["fa", "en"], default=None,
+                     help="language (default: detected)")
     say.add_argument("-o", "--output", default="out.mp4", help="MP4 file to write, '-' for standard output "
                                                                 "(default: %(default)s)")
     say.add_argument("--bootstrap", default=default_bootstrap,
