@@ -47,8 +47,8 @@ CAVITY_POINTS = 21  # samples along the lip line; the landmarks alone give a pol
 BLINK_EXTRA_PX = 1.0  # landmarks sit just inside the visible eye: the lid travels past them to hide it all
 LID_SKIN_SHARE = 0.55  # share of the lid-to-brow distance that stretches down over a closing eye
 UPPER_CLOSING_SHARE = 0.35  # of the lip gap, closed by the upper lip; the jaw brings the lower lip the rest
-SEAL_PX = 0.6  # the lips press a little past touching, so a closed mouth shows no sliver of teeth
-OVERLAP_PX = 0.75  # each lip reaches this far past the meeting line, so no sampled row lies between them
+SEAL_PX = 0.4  # the lips press a little past touching, so a closed mouth shows no sliver of teeth
+OVERLAP_PX = 0.5  # each lip reaches this far past the meeting line, so no sampled row lies between them
 TUCK_GAP_SHARE = 0.65  # of the lip gap the lower lip rises to meet the upper teeth in f/v
 TUCK_THINNING = 0.3  # share of the lower lip's height that rolls in under the upper teeth
 

@@ -86,11 +86,12 @@ PHONEME_VISEMES: dict[str, Viseme] = {
     **dict.fromkeys(("e", "ɛ", "ə", "ɘ", "ɵ"), Viseme.MID),
     **dict.fromkeys(("i", "ɪ", "j", "y", "ɨ"), Viseme.SPREAD),
     **dict.fromkeys(("o", "ɔ", "ø", "œ"), Viseme.ROUNDED),
-    **dict.fromkeys(("u", "ʊ", "w", "ʉ", "ɯ"), Viseme.PROTRUDED),
+    **dict.fromkeys(("u", "ʊ", "w", "ʍ", "ʉ", "ɯ"), Viseme.PROTRUDED),
 }
 
-# Marks that are not sounds: stress, length, syllable and tie marks, and espeak-ng's Persian "1".
-_NOT_SOUNDS = frozenset("ˈˌː ˑ.-|‖‿͡1234567890'\u0303\u0329\u032f")
+# Marks that are not sounds: stress, length (also espeak-ng's ASCII ":"), palatalised / aspirated / labialised
+# modifiers (the consonant they follow is the sound), syllable and tie marks, and espeak-ng's Persian "1".
+_NOT_SOUNDS = frozenset("ˈˌːˑ:ʲʰʷ .-|‖‿͡1234567890'\u0303\u0329\u032f")
 _LONGEST_UNIT = max(len(unit) for unit in PHONEME_VISEMES)
 LAST_PHONEME_S = 0.1  # how long a phoneme with no onset after it is taken to last
 FIRST_PART_SHARE = 0.6  # of a diphthong ("aɪ") or a vowel + r ("ʊɹ"): the first part is the longer
