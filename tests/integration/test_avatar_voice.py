@@ -83,8 +83,12 @@ async def say_over_websocket(stack: RunningStack, avatar_id: str, *inputs: dict[
         return request_ids
 
 
-def spoken(settings: Settings, *request_ids: str) -> list[tuple[list[str | None], bytes]]:
-    """Per request: the backend of each segment and all its playback samples."""
+def spoken(settings: Settings, *request_ids: str) -> list[tuple[list[str | None], list[str | None]]]:
+    """Per request: the backend and the voice of each segment, as the TTS wrote them in ``avatar.speech``.
+
+    The voice is read from the segment, not inferred from the samples: espeak-ng in-process keeps state
+    between calls, so the same text and voice need not give the same bytes twice.
+    """
     wanted = set(request_ids)
 
     def complete(segments: list[SpeechSegment]) -> bool:
@@ -94,7 +98,7 @@ def spoken(settings: Settings, *request_ids: str) -> list[tuple[list[str | None]
     out = []
     for request_id in request_ids:
         mine = sorted((s for s in segments if s.meta.request_id == request_id), key=lambda s: s.meta.segment_index)
-        out.append(([s.meta.engine for s in mine], b"".join(s.pcm16 for s in mine)))
+        out.append(([s.meta.engine for s in mine], [s.meta.voice for s in mine]))
     return out
 
 
@@ -137,9 +141,10 @@ def test_an_avatar_with_a_default_voice_speaks_with_it_over_rest_and_websocket(
     default_voice, websocket_voice, f3_voice, plain_voice = spoken(
         settings, by_default, over_websocket, f3_asked, plain)
     assert default_voice[0] and set(default_voice[0]) == {"espeak"}
+    assert set(f3_voice[1]) == {"f3"}
     assert default_voice[1] == f3_voice[1], "the avatar's default is exactly espeak's f3"
     assert websocket_voice[1] == f3_voice[1]
-    assert default_voice[1] != plain_voice[1], "and not the deployment's default voice"
+    assert set(plain_voice[1]) == {None}, "and not the deployment's default voice"
 
 
 def test_a_request_naming_its_own_voice_wins_over_the_avatar_default(
@@ -149,8 +154,8 @@ def test_a_request_naming_its_own_voice_wins_over_the_avatar_default(
     m3_asked = render(stack, "sample", voice="m3")
     f3_asked = render(stack, "sample", voice="f3")
     ws_voice, rest_voice, m3_voice, f3_voice = spoken(settings, overridden_ws, overridden_rest, m3_asked, f3_asked)
+    assert set(m3_voice[1]) == {"m3"} and set(f3_voice[1]) == {"f3"}
     assert ws_voice[1] == m3_voice[1] and rest_voice[1] == m3_voice[1]
-    assert m3_voice[1] != f3_voice[1]
 
 
 def test_a_request_naming_a_backend_not_enabled_fails_even_on_an_avatar_with_a_default(
@@ -168,7 +173,7 @@ def test_patching_the_default_voice_changes_what_the_avatar_speaks_with_and_is_a
     assert (changed.json()["tts"], changed.json()["voice"]) == ("espeak", "f3")
     after, f3_asked = render(stack, avatar_id), render(stack, "sample", voice="f3")
     after_voice, f3_voice = spoken(settings, after, f3_asked)
-    assert after_voice[1] == f3_voice[1]
+    assert set(f3_voice[1]) == {"f3"} and after_voice[1] == f3_voice[1]
     entries = httpx.get(f"{stack.http}/admin/audit", params={"action": "avatar.voice_changed"}).json()["entries"]
     mine = [e for e in entries if e["avatar_id"] == avatar_id]
     assert len(mine) == 1 and mine[0]["details"] == {"from": {"tts": "espeak", "voice": "m3"},

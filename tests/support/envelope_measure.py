@@ -1,10 +1,10 @@
-"""Mouth opening vs speech loudness on rendered frames: a helper of older tests, no longer the lip-sync target.
+"""Mouth opening vs speech loudness on rendered frames: a test helper for the loudness-driven mouth, not a target.
 
-The target is scripts/benchmark_lipsync_quality.py (``scripts/lipsync_quality``): lips re-read on the output
-and scored against the TTS's phoneme timings. This envelope correlation rewards a mouth that never closes
-(a half-open mouth scores high, one that closes on every m/b/p scores low), so nothing may aim at it; it
-stays only until the tests that import it (face_fixtures, test_video_generator, test_idle_clip,
-test_embedded_engine) move to ``scripts.lipsync_quality.landmarks``, and then goes.
+The lip-sync target is scripts/benchmark_lipsync_quality.py (``scripts/lipsync_quality``): lips re-read on the
+output and scored against the TTS's phoneme timings. This envelope correlation rewards a mouth that never
+closes (a half-open mouth scores high, one that closes on every m/b/p scores low), so nothing may aim at it;
+the tests of the loudness-only fallback (and of the VideoGenerator, which drives it) use it to check that
+mouth still follows the sound.
 
 The mouth is measured the way a viewer sees it, from the pixels: dlib finds the face once in the first
 frame and its 68-point predictor re-reads the lips in every frame inside that box. The inner-lip gap

@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import skimage.data
 
-from processors.lipsync.quality import landmark_model_path
 from schemas.avatar import AvatarFaceData, FaceFrame, RgbFrame
+from tests.support.envelope_measure import landmark_model_path
 
 TAG_SIZE = 6  # corner patch that makes each frame of the test video recognisable in the output
 TAG_STEP = 24  # grey-level step between frames' patches: 10 frames fit in uint8

@@ -34,7 +34,8 @@ def talking_video() -> AvatarFaceData:
     landmarked again by dlib, as registration would."""
     base = sample().frames[0]
     plan = build_plan(base.image, base.landmarks, WarpSettings(), idle_motion=False)
-    frames = tuple(face_frame(warp_frame(base.image, plan, Pose(opening=opening))) for opening in (0.0, 0.25, 0.5, 0.25))
+    openings = (0.0, 0.25, 0.5, 0.25)
+    frames = tuple(face_frame(warp_frame(base.image, plan, Pose(opening=opening))) for opening in openings)
     return AvatarFaceData(avatar_id="talking", frames=frames, source_fps=25.0)
 
 

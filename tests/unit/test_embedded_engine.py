@@ -13,8 +13,8 @@ import skimage.data
 from processors.lipsync.audio_features import mouth_track
 from processors.lipsync.engines.base import SAMPLES_PER_FRAME, LipSyncEngine, RenderJob
 from processors.lipsync.engines.embedded import EmbeddedEngine, idle_pose, pingpong_index
-from processors.lipsync.quality import inner_lip_openings
 from schemas.avatar import AvatarFaceData, RgbFrame
+from tests.support.envelope_measure import inner_lip_openings
 from tests.unit.face_fixtures import astronaut_photo, astronaut_video, espeak_speech, frame_tag
 
 RATE = 16_000

@@ -20,8 +20,8 @@ from processors.lipsync.idle_clip import (
     render_idle_clip,
     render_idle_frames,
 )
-from processors.lipsync.quality import inner_lip_openings
 from schemas.avatar import AvatarFaceData, RgbFrame
+from tests.support.envelope_measure import inner_lip_openings
 from tests.unit.face_fixtures import astronaut_photo, astronaut_video, frame_tag
 
 VIDEO_FRAMES = 6

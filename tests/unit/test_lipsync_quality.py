@@ -8,8 +8,8 @@ import pytest
 
 from processors.lipsync.engines.base import SAMPLES_PER_FRAME, RenderJob
 from processors.lipsync.engines.embedded import EmbeddedEngine
-from processors.lipsync.quality import lagged_correlation, mouth_envelope_correlation
 from schemas.avatar import RgbFrame
+from tests.support.envelope_measure import lagged_correlation, mouth_envelope_correlation
 from tests.unit.face_fixtures import astronaut_photo, espeak_speech
 
 PERSIAN = "سلام، حال شما چطور است؟ امروز هوا خیلی خوب است."

@@ -13,8 +13,8 @@ import pytest
 from processors.lipsync.engines.base import RenderJob
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.generator import AudioSegmentEnd, AvatarFrame, BatchRenderer, VideoGenerator
-from processors.lipsync.quality import mouth_envelope_correlation
 from schemas.avatar import RgbFrame
+from tests.support.envelope_measure import mouth_envelope_correlation
 from tests.unit.face_fixtures import astronaut_photo, astronaut_video, espeak_speech
 
 RATE = 16_000
