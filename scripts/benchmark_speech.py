@@ -11,7 +11,7 @@ accepted the text) and stops when this script's consumer reads the request's fir
 The openai backend talks to the local OpenAI-compatible server (espeak-ng behind HTTP) on 127.0.0.1: its
 figures are the backend's own overhead, not OpenAI's network. Throughput is the pure core (planning,
 synthesis, loudness, resampling) over a Persian and English corpus: seconds of speech per CPU second of
-this process and its children (espeak-ng runs as a child process). Goals (issue 5): ≤ 100 ms p50/p95 to
+this process and its children (espeak-ng runs in-process through libespeak-ng). Goals (issue 5): ≤ 100 ms p50/p95 to
 the first segment and ≥ 20 s of speech per CPU second, with espeak-ng on a 3-sentence Persian paragraph.
 """
 
