@@ -1,5 +1,5 @@
 # The two commands: `make run` and `make test`. Both install what they need first.
-.PHONY: run test lint typecheck schemas benchmark install install-dev clean
+.PHONY: run test test-unit lint typecheck schemas benchmark install install-dev clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,6 +15,10 @@ run: install
 
 test: install-dev
 	@$(PY) -m pytest -q
+
+# The pure cores and the import rule alone: no broker, no database, no browser.
+test-unit: install-dev
+	@$(PY) -m pytest -q tests/unit
 
 lint: install-dev
 	@$(VENV)/bin/ruff check .

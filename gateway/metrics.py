@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from consumers.session_reader import Chunk
 from gateway.status import ProcessorStatus
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -25,6 +27,37 @@ ERRORS = Counter("avatar_errors_total", "errors sent to clients, by code", ["cod
 INTERRUPTS = Counter("avatar_interrupts_total", "requests interrupted by clients", registry=REGISTRY)
 DROPPED_SLOW = Counter("avatar_slow_clients_dropped_total", "clients dropped for reading too slowly",
                        registry=REGISTRY)
+
+
+class LatencyWatch:
+    """One connection's latency figures: text accepted → first chunk sent, and each chunk's margin to playback.
+
+    A chunk's playback time is its ``pts_ms`` after the moment its request's first chunk went out; a chunk
+    sent later than that is a stall the client sees (a negative margin).
+    """
+
+    def __init__(self) -> None:
+        self._accepted_at: dict[str, float] = {}  # request → when accepted, until its first chunk
+        self._playback_origin: dict[str, float] = {}  # request → when its first chunk went out
+
+    def accepted(self, request_id: str) -> None:
+        self._accepted_at[request_id] = time.perf_counter()
+
+    def withdrawn(self, request_id: str) -> None:
+        self._accepted_at.pop(request_id, None)
+
+    def chunk_sent(self, chunk: Chunk) -> None:
+        now = time.perf_counter()
+        CHUNKS.inc()
+        accepted = self._accepted_at.pop(chunk.request_id, None)
+        if accepted is not None:
+            FIRST_CHUNK_SECONDS.observe(now - accepted)
+            self._playback_origin[chunk.request_id] = now
+        origin = self._playback_origin.get(chunk.request_id)
+        if origin is not None:
+            CHUNK_MARGIN_SECONDS.observe(origin + chunk.pts_ms / 1000 - now)
+        if chunk.is_last:
+            self._playback_origin.pop(chunk.request_id, None)
 
 
 class ProcessorMetrics(Collector):

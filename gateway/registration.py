@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 
 from infra.audit import AVATAR_REGISTERED, AuditActor, AuditEntry
 from infra.avatar_store import AvatarNameTaken, AvatarRecord, AvatarStore
-from infra.kafka import TopicAdmin, new_producer
+from infra.kafka import new_producer
 from infra.settings import Settings
 from processors.registration import (
     DlibFaceAnalyser,
@@ -166,9 +166,8 @@ class Registrar:
         self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, settings: Settings, store: AvatarStore, admin: TopicAdmin) -> Registrar:
+    def start(cls, settings: Settings, store: AvatarStore) -> Registrar:
         analyser = create_analyser(settings)
-        admin.ensure([(settings.kafka_avatar_invalidation_topic, 1)])
         return cls(settings, store, analyser, new_producer(settings))
 
     def stop(self) -> None:

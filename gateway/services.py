@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_END
 
 from consumers.session_stream import SessionStreamConsumer
 from gateway import metrics
+from gateway.sessions import SessionRegistry
 from gateway.status import ProcessorStatus
 from infra.avatar_store import AvatarStore
 from infra.crypto import face_keyring
@@ -20,8 +19,6 @@ from infra.session_store import SessionStore
 from infra.settings import Settings
 from producers.client import AvatarProducer
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Services:
@@ -31,10 +28,8 @@ class Services:
     stream: SessionStreamConsumer
     store: AvatarStore
     status: ProcessorStatus
-    sessions: SessionStore
-    connected: set[str] = field(default_factory=set)  # session ids with a client on this gateway
+    sessions: SessionRegistry
     open_streams: int = 0  # WebSocket connections now open on this gateway (MAX_CONCURRENT_USERS)
-    _stop_housekeeping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -50,33 +45,12 @@ class Services:
         status = ProcessorStatus(stale_after_s=max(10.0, 5 * settings.heartbeat_interval_s))
         stream = SessionStreamConsumer(settings).start()
         stream.listen(settings.kafka_status_topic, lambda record: status.record(record.value), OFFSET_END)
+        sessions = SessionRegistry(settings, admin, SessionStore(pool), stream)
         services = cls(settings, admin, producer, stream, AvatarStore(pool, face_keyring(settings)), status,
-                       SessionStore(pool))
+                       sessions)
         metrics.PROCESSOR_METRICS.source = status
-        services.start_housekeeping()
+        sessions.start_housekeeping()
         return services
-
-    def start_housekeeping(self) -> None:
-        """Keep connected sessions alive and end idle ones (their topics are deleted), every few seconds."""
-        interval = min(30.0, max(1.0, self.settings.session_idle_ttl_s / 5))
-        self._housekeeper = threading.Thread(target=self._housekeep, args=(interval,), name="housekeeping",
-                                             daemon=True)
-        self._housekeeper.start()
-
-    def _housekeep(self, interval_s: float) -> None:
-        while not self._stop_housekeeping.wait(interval_s):
-            try:
-                self.end_idle_sessions()
-            except Exception:  # the database may be down for a while: try again next round
-                log.warning("session housekeeping failed", exc_info=True)
-
-    def end_idle_sessions(self) -> list[str]:
-        self.sessions.touch(sorted(self.connected))
-        ended = self.sessions.end_idle(self.settings.session_idle_ttl_s)
-        if ended:
-            self.admin.delete([self.settings.session_topic(session_id) for session_id in ended])
-            log.info("idle sessions ended", extra={"sessions": len(ended)})
-        return ended
 
     def database_ok(self) -> bool:
         try:
@@ -87,7 +61,7 @@ class Services:
             return False
 
     def stop(self) -> None:
-        self._stop_housekeeping.set()
+        self.sessions.stop()
         self.stream.stop()
         self.producer.close()
         self.store.pool.close()

@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,10 +15,11 @@ from confluent_kafka import OFFSET_BEGINNING
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from consumers.session_reader import Chunk, FirstCopies, StreamError, StreamItem, decode_session_record
+from consumers.session_reader import Chunk, StreamItem, decode_session_record
 from consumers.session_stream import Record
 from gateway import metrics
 from gateway.auth import ADMIN, Principal
+from gateway.forwarding import Forwarder, Verdict
 from gateway.idle_clips import idle_clip_url
 from gateway.ratelimit import caller_key
 from gateway.services import Services
@@ -88,24 +88,24 @@ def _dump(message: Any) -> dict[str, Any]:
 
 
 class StreamSession:
-    """One WebSocket connection: its session, the requests in flight, and the forwarding of their chunks."""
+    """One WebSocket connection: its frames parsed and dispatched, its session's items sent in order.
+
+    What is forwarded is decided by a Forwarder (gateway/forwarding.py); sessions are opened, resumed and
+    heard through the gateway's SessionRegistry (gateway/sessions.py).
+    """
 
     def __init__(self, websocket: WebSocket, services: Services, principal: Principal = ADMIN) -> None:
         self.websocket = websocket
         self.services = services
         self.settings = services.settings
+        self.registry = services.sessions
         self.principal = principal
         self.caller = caller_key(services.settings, websocket)
         self.session_id: str | None = None
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
-        self.in_flight: OrderedDict[str, None] = OrderedDict()  # accepted, final chunk not yet forwarded
-        self.interrupted: set[str] = set()
-        self.resume_after: tuple[str, int] | None = None  # (request_id, seq) already received by the client
-        self.too_slow = False
-        self.copies = FirstCopies()  # a redelivered chunk or error is never forwarded twice
-        self.accepted_at: dict[str, float] = {}  # request → when accepted, until its first chunk
-        self.playback_origin: dict[str, float] = {}  # request → when its first chunk went out
+        self.forwarder = Forwarder(self.settings.ws_max_pending_messages)
+        self.latency = metrics.LatencyWatch()
         # Read with the avatar's access check, so text inputs need no database (they go on through an outage).
         self.avatar: UsableAvatar | None = None
 
@@ -154,11 +154,10 @@ class StreamSession:
     async def _select(self, message: AvatarSelection) -> None:
         self.avatar = await usable_avatar(self.services.store, self.principal, message.avatar_id)
         if self.session_id is None:
-            self.session_id = new_id()
-            topic = await asyncio.to_thread(self.services.admin.ensure_session_topic, self.session_id)
-            self._attach(topic, OFFSET_BEGINNING)
-        await asyncio.to_thread(self.services.sessions.open, self.session_id, message.avatar_id,
-                                self.principal.user_id)
+            self.session_id = await asyncio.to_thread(self.registry.open, message.avatar_id, self.principal.user_id,
+                                                      self._on_record)
+        else:
+            await asyncio.to_thread(self.registry.select, self.session_id, message.avatar_id, self.principal.user_id)
         await self.outbox.put(_dump(SessionReady(session_id=self.session_id, avatar_id=message.avatar_id,
                                                  idle_clip_url=idle_clip_url(message.avatar_id))))
 
@@ -171,38 +170,29 @@ class StreamSession:
         if not limiter.allow(self.caller):
             raise Refusal("rate_limited", f"too many requests; wait {limiter.retry_after_s()} s")
         request_id = new_id()
-        self.in_flight[request_id] = None  # before producing: its first chunk may come back at once
-        self.accepted_at[request_id] = time.perf_counter()
+        self.forwarder.accept(request_id)  # before producing: its first chunk may come back at once
+        self.latency.accepted(request_id)
         try:
             await send(self.services.producer, admitted, session_id=self.session_id, request_id=request_id)
         except Refusal:
-            self.in_flight.pop(request_id, None)
-            self.accepted_at.pop(request_id, None)
+            self.forwarder.withdraw(request_id)
+            self.latency.withdrawn(request_id)
             raise
         metrics.REQUESTS.labels(admitted.language or "auto").inc()
         await self.outbox.put(_dump(RequestAccepted(request_id=request_id, language=admitted.language,
-                                                    queued_behind=len(self.in_flight) - 1)))
+                                                    queued_behind=self.forwarder.queued_behind)))
 
     async def _interrupt(self, message: Interrupt) -> None:
         if self.session_id is None:
             raise Refusal("no_session", "nothing to interrupt: no session selected")
-        if message.request_id is not None and message.request_id not in self.in_flight:
-            raise Refusal("unknown_request", f"request '{message.request_id}' is not in flight")
-        stopped = [message.request_id] if message.request_id else list(self.in_flight)
-        self.interrupted.update(stopped)  # from now on none of their chunks is forwarded
-        for request_id in stopped:
-            self.in_flight.pop(request_id, None)
+        stopped = self.forwarder.interrupt(message.request_id)
         metrics.INTERRUPTS.inc(len(stopped))
         await self.outbox.put(_dump(Interrupted(request_ids=stopped)))
         if stopped:
             await asyncio.to_thread(self.services.producer.interrupt, self.session_id, stopped)
 
     async def _resume(self, message: Resume) -> None:
-        record = await asyncio.to_thread(self.services.sessions.get, message.session_id)
-        if record is None or not (self.principal.is_admin or record.user_id == self.principal.user_id):
-            raise Refusal("unknown_session", f"no session '{message.session_id}' to resume")
-        if record.ended:
-            raise Refusal("session_ended", f"session '{message.session_id}' ended after being idle")
+        record = await asyncio.to_thread(self.registry.resumable, message.session_id, self.principal)
         self.avatar = await usable_avatar(self.services.store, self.principal, record.avatar_id)
         self._detach()
         self.session_id = record.session_id
@@ -211,20 +201,15 @@ class StreamSession:
         else:
             start = OFFSET_BEGINNING
             if message.request_id is not None and message.seq is not None:
-                self.resume_after = (message.request_id, message.seq)
-        self._attach(self.settings.session_topic(record.session_id), start)
-        await asyncio.to_thread(self.services.sessions.touch, [record.session_id])
+                self.forwarder.resume_from_chunk(message.request_id, message.seq)
+        self.registry.attach(record.session_id, self._on_record, start)
+        await asyncio.to_thread(self.registry.touch, record.session_id)
         await self.outbox.put(_dump(SessionReady(session_id=record.session_id, avatar_id=record.avatar_id,
                                                  resumed=True, idle_clip_url=idle_clip_url(record.avatar_id))))
 
-    def _attach(self, topic: str, from_offset: int) -> None:
-        self.services.stream.listen(topic, self._on_record, from_offset)
-        self.services.connected.add(topic.removeprefix(self.settings.kafka_session_topic_prefix))
-
     def _detach(self) -> None:
         if self.session_id:
-            self.services.stream.forget(self.settings.session_topic(self.session_id))
-            self.services.connected.discard(self.session_id)
+            self.registry.detach(self.session_id)
 
     def _on_record(self, record: Record) -> None:
         """Called on the consumer thread: decode, then hand over to the event loop."""
@@ -233,43 +218,19 @@ class StreamSession:
             self.loop.call_soon_threadsafe(self._forward, item)
 
     def _forward(self, item: StreamItem) -> None:
-        """On the event loop: drop what the client must not see, then queue it (bounded)."""
-        request_id = item.request_id
-        if request_id in self.interrupted or self.too_slow:
-            return
-        if self.resume_after is not None:
-            if isinstance(item, Chunk) and (request_id, item.seq) == self.resume_after:
-                self.resume_after = None
-            return
-        if not self.copies.first(item):
-            return  # a duplicate (e.g. redelivered after a processor restart)
-        if isinstance(item, Chunk):
-            self._observe_timing(item)
-        else:
-            metrics.ERRORS.labels(item.code).inc()
-        if isinstance(item, StreamError) or item.is_last:
-            self.in_flight.pop(request_id or "", None)
-        if self.outbox.qsize() >= self.settings.ws_max_pending_messages:
+        """On the event loop: queue what the forwarder lets through; past its bound, drop the client."""
+        verdict = self.forwarder.offer(item, pending=self.outbox.qsize())
+        if verdict is Verdict.TOO_SLOW:
             self._drop_slow_client()
-            return
-        self.outbox.put_nowait(session_item_to_message(item))
-
-    def _observe_timing(self, chunk: Chunk) -> None:
-        now = time.perf_counter()
-        metrics.CHUNKS.inc()
-        accepted = self.accepted_at.pop(chunk.request_id, None)
-        if accepted is not None:
-            metrics.FIRST_CHUNK_SECONDS.observe(now - accepted)
-            self.playback_origin[chunk.request_id] = now
-        origin = self.playback_origin.get(chunk.request_id)
-        if origin is not None:
-            metrics.CHUNK_MARGIN_SECONDS.observe(origin + chunk.pts_ms / 1000 - now)
-        if chunk.is_last:
-            self.playback_origin.pop(chunk.request_id, None)
+        elif verdict is Verdict.FORWARD:
+            if isinstance(item, Chunk):
+                self.latency.chunk_sent(item)
+            else:
+                metrics.ERRORS.labels(item.code).inc()
+            self.outbox.put_nowait(session_item_to_message(item))
 
     def _drop_slow_client(self) -> None:
-        """Past the bound, stop buffering: tell the client (it can resume from its last cursor) and close."""
-        self.too_slow = True
+        """Stop buffering: tell the client (it can resume from its last cursor) and close."""
         metrics.DROPPED_SLOW.inc()
         self._detach()
         while not self.outbox.empty():

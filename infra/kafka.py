@@ -100,11 +100,12 @@ class TopicAdmin:
                 self._known.add(name)
 
     def ensure_pipeline_topics(self) -> None:
+        """Every topic but the sessions': each service calls this at start-up, whichever starts first."""
         self.wait_for_broker()
         s = self.settings
         self.ensure([(s.kafka_requests_topic, s.kafka_partitions), (s.kafka_speech_topic, s.kafka_partitions),
-                     (s.kafka_dlq_topic, 1), (s.kafka_status_topic, 1),
-                     (s.kafka_control_topic, 1)])
+                     (s.kafka_dlq_topic, 1), (s.kafka_status_topic, 1), (s.kafka_control_topic, 1),
+                     (s.kafka_avatar_invalidation_topic, 1)])
 
     def ensure_session_topic(self, session_id: str) -> str:
         topic = self.settings.session_topic(session_id)

@@ -44,7 +44,7 @@ _TEXT_FIELDS = frozenset({"avatar_name", "user_id", "description", "tts", "voice
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the face backend with the gateway (a bad model pack stops start-up), after Services started."""
     running: Services = app.state.services
-    registrar = await asyncio.to_thread(Registrar.start, running.settings, running.store, running.admin)
+    registrar = await asyncio.to_thread(Registrar.start, running.settings, running.store)
     app.state.registrar = registrar
     try:
         yield

@@ -32,14 +32,27 @@ class InvalidMessage(ValueError):
 
 
 @dataclass(frozen=True)
+class Inbound:
+    """A consumed message as a handler sees it."""
+
+    key: bytes | None
+    value: bytes
+    # This worker took the partition over while the message was waiting: a previous owner may have
+    # half-handled it (and written some of its outputs) before it crashed.
+    recovering: bool = False
+
+
+@dataclass(frozen=True)
 class Outgoing:
+    """A message a handler produces; a session topic it names is created by the app before the first write."""
+
     topic: str
     key: bytes | None
     value: bytes
     headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
 
 
-Handler = Callable[[bytes | None, bytes], Iterable[Outgoing]]
+Handler = Callable[[Inbound], Iterable[Outgoing]]
 # Extra ServiceStatus fields a processor reports in each heartbeat (e.g. its avatar cache's statistics).
 StatusFields = Callable[[], dict[str, Any]]
 # A partition with this many messages accepted and not finished is paused until half of them are, so a
@@ -80,7 +93,6 @@ class KafkaApp:
         self.consumer = Consumer(consumer_config(settings, group_id=f"avatar-{name}"))
         self._stop = threading.Event()
         self.assigned = threading.Event()
-        self.recovering = False  # true while handling a message a previous owner may have half-handled
         self._taken_over: dict[int, int] = {}  # partition → when this worker got it (epoch ms)
         self.processed = 0
         self.dead_lettered = 0
@@ -182,7 +194,6 @@ class KafkaApp:
         job = self._jobs.next()
         if job is None:
             return
-        self.recovering = job.recovering
         with log_scope(**job.trace):
             outcome = self._advance(job)
             job.trace = log_context()  # ids the handler bound (e.g. once it parsed the message) stay bound
@@ -195,8 +206,10 @@ class KafkaApp:
         try:
             if job.outputs is None:
                 job.started_at = time.perf_counter()
-                job.outputs = iter(self.handler(message.key(), message.value() or b""))
+                job.outputs = iter(self.handler(Inbound(message.key(), message.value() or b"", job.recovering)))
             out = next(job.outputs, None)
+            if out is not None:
+                self._ensure_session_topic(out.topic)
         except InvalidMessage as error:
             self._dead_letter(message, str(error))
             return "dead_letter"
@@ -208,6 +221,12 @@ class KafkaApp:
             return "ok"
         self._produce(out)
         return None
+
+    def _ensure_session_topic(self, topic: str) -> None:
+        """Session topics are made on demand, by the first output to one (known ones cost nothing)."""
+        prefix = self.settings.kafka_session_topic_prefix
+        if topic.startswith(prefix):
+            self.admin.ensure_session_topic(topic.removeprefix(prefix))
 
     def _finish(self, job: _Job, outcome: str) -> None:
         message = job.message

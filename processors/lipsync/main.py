@@ -15,7 +15,7 @@ from infra.logging import bind_log_context, configure_logging
 from infra.settings import Settings, get_settings
 from processors.common import metrics
 from processors.common.control import ControlListener, InterruptRegistry
-from processors.common.kafka_app import InvalidMessage, KafkaApp, Outgoing, run_until_stopped
+from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing, run_until_stopped
 from processors.lipsync.avatar_cache import AvatarCache, InvalidationListener
 from processors.lipsync.core import AvatarUnavailable, LipSyncCore, UnknownAvatar
 from processors.lipsync.engines.base import LipSyncEngine
@@ -107,12 +107,12 @@ class LipSyncProcessor:
             raise AvatarUnavailable(avatar_id, f"avatar '{avatar_id}' cannot be read with the configured "
                                                f"FACE_DATA_KEYS") from None
 
-    def handle(self, key: bytes | None, value: bytes) -> Iterator[Outgoing]:
-        segment = parse_segment(value)
+    def handle(self, message: Inbound) -> Iterator[Outgoing]:
+        segment = parse_segment(message.value)
         bind_log_context(request_id=segment.meta.request_id, session_id=segment.meta.session_id)
-        topic = self.app.admin.ensure_session_topic(segment.meta.session_id)
+        topic = self.settings.session_topic(segment.meta.session_id)
         session_key = segment.meta.session_id.encode()
-        for event in self.core.handle(segment, recovering=self.app.recovering):
+        for event in self.core.handle(segment, recovering=message.recovering):
             yield Outgoing(topic, session_key, event.to_kafka())
 
 
@@ -124,7 +124,6 @@ def create(settings: Settings) -> LipSyncProcessor:
     processor = LipSyncProcessor(settings, build_engine(settings), store)
     processor.app.admin.ensure_pipeline_topics()
     processor.control = ControlListener(settings, processor.interrupts).start()
-    processor.app.admin.ensure([(settings.kafka_avatar_invalidation_topic, 1)])
     processor.invalidations = InvalidationListener(settings, processor.cache).start()
     return processor
 

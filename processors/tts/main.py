@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from infra.logging import bind_log_context, configure_logging
 from infra.settings import Settings, get_settings
 from processors.common.control import ControlListener, InterruptRegistry
-from processors.common.kafka_app import InvalidMessage, KafkaApp, Outgoing, run_until_stopped
+from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing, run_until_stopped
 from processors.tts.audio import LoudnessTarget
 from processors.tts.core import TtsCore
 from processors.tts.engines.base import EngineConfigError
@@ -71,13 +71,13 @@ class TtsProcessor:
         self.app = KafkaApp(settings, name="tts", input_topic=settings.kafka_requests_topic, handler=self.handle,
                             engine=",".join(core.engines.names))
 
-    def handle(self, key: bytes | None, value: bytes) -> Iterator[Outgoing]:
-        request = parse_request(value)
+    def handle(self, message: Inbound) -> Iterator[Outgoing]:
+        request = parse_request(message.value)
         bind_log_context(request_id=request.request_id, session_id=request.session_id)
         session_key = request.session_id.encode()
         for out in self.core.handle(request):
             if isinstance(out, SessionError):
-                topic = self.app.admin.ensure_session_topic(request.session_id)
+                topic = self.settings.session_topic(request.session_id)
                 yield Outgoing(topic, session_key, SessionEvent(out).to_kafka())
             else:
                 yield Outgoing(self.settings.kafka_speech_topic, session_key, out.to_kafka())

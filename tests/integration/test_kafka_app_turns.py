@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from infra.broker import EmbeddedBroker
 from infra.kafka import TopicAdmin, consumer_config, new_producer
 from infra.settings import Settings
-from processors.common.kafka_app import KafkaApp, Outgoing
+from processors.common.kafka_app import Inbound, KafkaApp, Outgoing
 
 pytestmark = pytest.mark.integration
 STEP_S = 0.02
@@ -28,12 +28,12 @@ def own_topics(broker: EmbeddedBroker) -> Settings:
                     kafka_requests_topic=f"turns.in.{suffix}", kafka_speech_topic=f"turns.out.{suffix}")
 
 
-def slow_handler(out_topic: str) -> Callable[[bytes | None, bytes], Iterator[Outgoing]]:
-    def handle(key: bytes | None, value: bytes) -> Iterator[Outgoing]:
-        name, steps = value.decode().split(":")
+def slow_handler(out_topic: str) -> Callable[[Inbound], Iterator[Outgoing]]:
+    def handle(message: Inbound) -> Iterator[Outgoing]:
+        name, steps = message.value.decode().split(":")
         for step in range(int(steps)):
             time.sleep(STEP_S)  # rendering one chunk
-            yield Outgoing(out_topic, key, f"{name}.{step}".encode())
+            yield Outgoing(out_topic, message.key, f"{name}.{step}".encode())
     return handle
 
 

@@ -38,9 +38,8 @@ def chunk(seq: int) -> Chunk:
 
 async def test_a_stalled_client_is_dropped_at_the_bound_with_a_resumable_error() -> None:
     settings = Settings(ws_max_pending_messages=8, _env_file=None)
-    forgotten: list[str] = []
-    services: Any = SimpleNamespace(settings=settings, connected=set(),
-                                    stream=SimpleNamespace(forget=forgotten.append))
+    detached: list[str] = []
+    services: Any = SimpleNamespace(settings=settings, sessions=SimpleNamespace(detach=detached.append))
     socket = StalledSocket()
     session = StreamSession(socket, services)  # type: ignore[arg-type]
     session.session_id = "s1"
@@ -48,7 +47,7 @@ async def test_a_stalled_client_is_dropped_at_the_bound_with_a_resumable_error()
     for seq in range(50):
         session._forward(chunk(seq))
     await asyncio.sleep(0.05)
-    assert session.too_slow and forgotten == ["avatar.session.s1"], "it stops reading the session's topic"
+    assert session.forwarder.too_slow and detached == ["s1"], "it stops reading the session's topic"
     assert session.outbox.qsize() <= 2, "the queue is bounded, not 50 deep"
     socket.release.set()
     await asyncio.wait_for(sender, 2)
