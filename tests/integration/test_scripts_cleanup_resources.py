@@ -13,13 +13,14 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from gateway.sample_avatar import ensure_sample_avatar
+from gateway.sample_avatar import sample_png
 from infra.avatar_store import AvatarStore
 from infra.broker import EmbeddedBroker
 from infra.crypto import face_keyring
 from infra.database import open_pool
 from infra.kafka import TopicAdmin, consumer_config
 from infra.settings import PROJECT_ROOT, Settings
+from processors.registration import analyse_upload
 from schemas.avatar_events import AvatarInvalidated
 from tests.integration.stack import TEST_FACE_DATA_KEYS
 
@@ -91,8 +92,12 @@ def test_orphaned_session_topics_are_deleted_and_the_rest_kept(settings: Setting
 def test_clearing_the_avatar_cache_invalidates_every_stored_avatar(settings: Settings) -> None:
     avatar_id = f"cleanup-{uuid.uuid4().hex[:8]}"
     pool = open_pool(settings.database_url, 2, name="cleanup-test")
-    try:
-        ensure_sample_avatar(AvatarStore(pool, face_keyring(settings)), avatar_id)
+    try:  # a name of its own: the shared database may already hold the bundled sample under its name
+        result = analyse_upload(sample_png(), avatar_id=avatar_id)
+        AvatarStore(pool, face_keyring(settings)).save(
+            result.face_data, user_id="system", name=avatar_id, description="", media_kind=result.media_kind,
+            source=sample_png(), source_width=result.source_width, source_height=result.source_height,
+            quality_report=result.report.to_dict())
     finally:
         pool.close()
     TopicAdmin(settings).ensure([(settings.kafka_avatar_invalidation_topic, 1)])
