@@ -9,7 +9,6 @@ a margin so a video avatar's small head motion stays inside it: detection is ~25
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import dlib
 import numpy as np
 import numpy.typing as npt
 
+from processors.registration.faces import default_predictor_path
 from schemas.avatar import RgbFrame
 
 FloatArray = npt.NDArray[np.float64]
@@ -48,15 +48,8 @@ class LipTrack:
 
 
 def landmark_model_path() -> Path:
-    """The 68-point model file shipped in the ``face-recognition-models`` package.
-
-    Found through the import system without importing the package, whose ``__init__`` needs
-    ``pkg_resources`` (setuptools), which new environments no longer have.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the face-recognition-models package is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
+    """The 68-point model file the registration uses (shipped in ``face-recognition-models``), checked to exist."""
+    path = default_predictor_path()
     if not path.is_file():
         raise RuntimeError(f"68-point landmark model missing at {path}")
     return path

@@ -20,10 +20,8 @@ the video is late, a negative one that the mouth moves ahead of the sound.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import dlib
 import numpy as np
@@ -31,6 +29,7 @@ import numpy.typing as npt
 
 from processors.lipsync.audio_features import frame_rms_dbfs
 from schemas.avatar import RgbFrame
+from scripts.lipsync_quality.landmarks import landmark_model_path
 
 ENVELOPE_FLOOR_DB = 50.0
 MIN_OVERLAP_FRAMES = 3
@@ -43,21 +42,6 @@ class QualityResult:
     correlation: float
     best_lag_frames: int
     correlation_at_zero: float
-
-
-def landmark_model_path() -> Path:
-    """The 68-point model file shipped in the ``face-recognition-models`` package.
-
-    Found through the import system without importing the package, whose ``__init__`` needs
-    ``pkg_resources`` (setuptools), which new environments no longer have.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the face-recognition-models package is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
-    if not path.is_file():
-        raise RuntimeError(f"68-point landmark model missing at {path}")
-    return path
 
 
 @functools.cache
