@@ -51,6 +51,7 @@ from processors.lipsync.viseme_estimator import VisemeEstimator
 from processors.tts.engines.base import TtsEngine
 from processors.tts.engines.espeak import EspeakEngine
 from schemas.avatar import AvatarFaceData
+from scripts import report_table
 from scripts.lipsync_quality import avatars, metrics, pipeline
 from scripts.lipsync_quality.calibration import SAMPLE_THRESHOLDS, calibrate
 from scripts.lipsync_quality.landmarks import face_box, lip_track
@@ -240,12 +241,7 @@ def load_test(run: Run) -> str:
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [list(header), *[[_cell(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [title, line, "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |", line]
-    out += ["| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells[1:]]
-    return "\n".join([*out, line])
+    return report_table.table(title, header, rows, _cell)
 
 
 def _cell(value: object) -> str:

@@ -39,6 +39,8 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: the repository's packages
 
+from scripts import report_table
+
 FPS = 25
 RATE = 16_000
 CHUNK_FRAMES = 12  # the lip-sync processor's default chunk (CHUNK_FRAMES)
@@ -465,12 +467,7 @@ def in_child[T](work: Callable[..., T], *args: Any) -> T:
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in header], *[[_cell(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [title, line, "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |", line]
-    out += ["| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells[1:]]
-    return "\n".join([*out, line])
+    return report_table.table(title, header, rows, _cell)
 
 
 def _cell(value: object) -> str:

@@ -185,6 +185,8 @@ def build_plan(image: RgbFrame, landmarks: npt.ArrayLike, settings: WarpSettings
     open_x, open_y, width_x, width_y = _mouth_fields(mouth, grid_x, grid_y, settings)
     press_x, press_y, tuck_x, tuck_y = _closing_fields(mouth, grid_x, grid_y)
     head = _head_field(points, grid_x, grid_y) if idle_motion else None
+    opening_px = settings.max_opening * mouth.mouth_width
+    gap = _middle_gap(mouth)
     eyes = tuple(_eye_plan(points[list(eye)], points[list(brow)], box) for eye, brow in EYES) if idle_motion else ()
     return WarpPlan(
         box=box,
@@ -201,11 +203,10 @@ def build_plan(image: RgbFrame, landmarks: npt.ArrayLike, settings: WarpSettings
         head=head,
         eyes=eyes,
         cavity=_cavity_plan(image, points, mouth, settings, idle_motion),
-        opening_px=settings.max_opening * mouth.mouth_width,
+        opening_px=opening_px,
         width_px=settings.max_width * mouth.mouth_width,
-        rest_opening=_middle_gap(mouth) / (settings.max_opening * mouth.mouth_width),
-        press_closing=(_middle_gap(mouth) + 2.0 * (0.5 * SEAL_PX + OVERLAP_PX))
-        / (settings.max_opening * mouth.mouth_width),
+        rest_opening=gap / opening_px,
+        press_closing=(gap + 2.0 * (0.5 * SEAL_PX + OVERLAP_PX)) / opening_px,
     )
 
 
