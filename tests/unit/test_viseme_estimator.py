@@ -23,10 +23,15 @@ from processors.lipsync.visemes import SHAPES, Viseme, visemes_of
 from processors.tts.engines.espeak_library import EspeakLibraryError, shared_library
 
 # Sentences the training script does not speak, in espeak-ng's f3 variant, which it holds out of training.
+# In-process espeak-ng keeps state between calls, so the same sentence sounds slightly different after other
+# tests have spoken: enough open vowels (~50 in English) that one phoneme more or less moves no share by much.
 SENTENCES = {
     "en-us+f3": ("Maybe Pam will bring the map to Mabel.", "Father bought a large boat on Saturday.",
                  "My mother keeps a photo of the harbour above the piano.",
-                 "Pat and Sam had a bad nap at the camp.", "Tom's father got a hot coffee at the shop."),
+                 "Pat and Sam had a bad nap at the camp.", "Tom's father got a hot coffee at the shop.",
+                 "Grandpa parked his car in the dark garden.", "Martha calmly laughed at the father's odd hat.",
+                 "The doctor got a lot of apples from the market.", "Dad had a long nap on the sofa after lunch.",
+                 "Anna swam across the pond at dawn."),
     "fa+f3": ("مامان برای بابا یک بسته پسته خرید.", "امروز آسمان آبی و صاف است.",
               "پدربزرگ هر صبح با ماشین به باغ می‌رود.", "ساعت هفت صبح با اتوبوس به دانشگاه رفتم."),
 }
