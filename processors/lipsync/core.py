@@ -252,7 +252,9 @@ class LipSyncCore:
             # Engines that look ahead (Wav2Lip's mel window) see what follows the chunk.
             context = engine_audio[offset * SAMPLES_PER_FRAME : (offset + size + self.lookahead) * SAMPLES_PER_FRAME]
             writer = self._writer(stream, avatar)
-            data = self._encode(stream, writer, avatar, audio, context, size, self._job_onsets(stream, size))
+            # The rest of the segment's audio follows this chunk's: the chunk's audio can reach its video's end.
+            upcoming = pcm[(offset + size) * samples_per_frame :]
+            data = self._encode(stream, writer, avatar, audio, upcoming, context, size, self._job_onsets(stream, size))
             stream.history = _recent(stream.history, shown)
             if is_last:
                 data += writer.close()
@@ -324,15 +326,17 @@ class LipSyncCore:
         return tuple((stream.onsets[i][0] - origin, stream.onsets[i][1]) for i in inside)
 
     def _encode(self, stream: _RequestStream, writer: FragmentedMp4Writer, avatar: AvatarFaceData,
-                audio: np.ndarray, context: np.ndarray, n_frames: int, onsets: VisemeMarks | None) -> bytes:
-        """Render and encode one chunk: ``audio`` is its playback audio, ``context`` its 16 kHz engine audio."""
+                audio: np.ndarray, upcoming: np.ndarray, context: np.ndarray, n_frames: int,
+                onsets: VisemeMarks | None) -> bytes:
+        """Render and encode one chunk: ``audio`` is its playback audio (``upcoming`` what follows it),
+        ``context`` its 16 kHz engine audio."""
         if n_frames == 0:
             return b""
         started = time.perf_counter()
         job = RenderJob(avatar, context, stream.frames_done, n_frames, onsets, history=stream.history)
         frames = self.engine.render(job)
         rendered = time.perf_counter()
-        data = writer.write(frames, audio)
+        data = writer.write(frames, audio, upcoming)
         self.observe_stage("render", rendered - started)
         self.observe_stage("encode", time.perf_counter() - rendered)
         return data

@@ -391,3 +391,59 @@ def test_write_after_close_raises() -> None:
     writer.close()
     with pytest.raises(RuntimeError, match="after close"):
         writer.write([np.zeros((48, 64, 3), np.uint8)], np.zeros(SAMPLES_PER_FRAME, np.int16))
+
+
+def _fragment_ends(chunks: list[bytes]) -> list[tuple[float, float]]:
+    """(video end, audio end) in seconds of content (the audio's priming taken off) after each fragment."""
+    ends, reached = [], {VIDEO_TRACK: 0.0, AUDIO_TRACK: 0.0}
+    for chunk in chunks:
+        for moof in [box for box in parse_boxes(chunk) if box.kind == b"moof"]:
+            for run in track_runs(moof):
+                clock = 90_000 if run.track_id == VIDEO_TRACK else RATE
+                priming = 0 if run.track_id == VIDEO_TRACK else AAC_FRAME
+                reached[run.track_id] = (run.base_decode_time + sum(run.durations) - priming) / clock
+            ends.append((reached[VIDEO_TRACK], reached[AUDIO_TRACK]))
+    return ends
+
+
+def _write_in_chunks(sizes: list[int], *, tell_upcoming: bool) -> list[bytes]:
+    writer = FragmentedMp4Writer(64, 48, fps=FPS, audio_rate=RATE)
+    pcm = tone(0, sum(sizes) * SAMPLES_PER_FRAME)
+    blank = np.zeros((48, 64, 3), np.uint8)
+    chunks, start = [], 0
+    for size in sizes:
+        end = start + size * SAMPLES_PER_FRAME
+        chunks.append(writer.write([blank] * size, pcm[start:end], pcm[end:] if tell_upcoming else None))
+        start = end
+    return [*chunks, writer.close()]
+
+
+def test_told_the_upcoming_audio_each_fragment_can_play_to_the_end_of_its_video() -> None:
+    # A player plays only where both tracks have data: without the audio that follows, a 10-frame first chunk
+    # (0.4 s) is playable only to ~0.27 s, and the next chunk has that much less time to arrive.
+    sizes = [10, 12, 12, 1, 12]
+    without = _fragment_ends(_write_in_chunks(sizes, tell_upcoming=False))
+    told = _fragment_ends(_write_in_chunks(sizes, tell_upcoming=True))
+    assert all(audio < video - 0.05 for video, audio in without[:-1])
+    # The last write has no audio after it: it and close() end as before.
+    assert all(video <= audio < video + 2 * AAC_FRAME / RATE for video, audio in told[:-2])
+    assert told[-2:] == without[-2:]
+
+
+def test_audio_encoded_ahead_is_the_same_audio_track_byte_for_byte() -> None:
+    def audio_payload(chunks: list[bytes]) -> bytes:
+        return b"".join(samples.tobytes() for _, samples in sorted(decoded_audio(b"".join(chunks)),
+                                                                  key=lambda decoded: decoded[0]))
+
+    sizes = [10, 12, 3, 12, 7]
+    assert audio_payload(_write_in_chunks(sizes, tell_upcoming=True)) == \
+        audio_payload(_write_in_chunks(sizes, tell_upcoming=False))
+
+
+def test_audio_that_does_not_continue_the_promised_upcoming_audio_is_refused() -> None:
+    writer = FragmentedMp4Writer(64, 48, fps=FPS, audio_rate=RATE)
+    blank = np.zeros((48, 64, 3), np.uint8)
+    pcm = tone(0, 20 * SAMPLES_PER_FRAME)
+    writer.write([blank] * 10, pcm[: 10 * SAMPLES_PER_FRAME], pcm[10 * SAMPLES_PER_FRAME :])
+    with pytest.raises(ValueError, match="does not begin with the upcoming audio"):
+        writer.write([blank] * 10, np.zeros(10 * SAMPLES_PER_FRAME, np.int16))

@@ -39,8 +39,9 @@ class FragmentedMp4Writer:
 
     Every write() starts with an IDR frame, so a client holding the init segment can start or resume at
     any fragment. Audio and video share one clock: each track's tfdt continues exactly where its previous
-    fragment ended. The AAC encoder needs one frame of look-ahead, so each fragment's audio ends up to
-    ~2 AAC frames before its video; close() flushes the rest.
+    fragment ended. The AAC encoder needs one frame of look-ahead, so a fragment's audio ends up to ~2 AAC
+    frames before its video unless write() is told the audio that follows (``upcoming``); close() flushes
+    the rest.
     """
 
     def __init__(self, width: int, height: int, *, fps: int = 25, audio_rate: int = 16000, crf: int = 23,
@@ -61,6 +62,7 @@ class FragmentedMp4Writer:
         self._yuv_frame = av.VideoFrame(width, height, "yuv420p")
         self._plane_copies = _i420_plane_copies(self._i420, self._yuv_frame)
         self._pending_pcm = np.empty(0, dtype=np.float32)
+        self._encoded_ahead = np.empty(0, dtype=np.int16)  # the start of the next write's audio, already fed
         self._frames_encoded = 0
         self._pcm_samples_encoded = 0
         self._video_decode_time = 0
@@ -106,20 +108,56 @@ class FragmentedMp4Writer:
     def duration_ms(self) -> int:
         return self._frames_encoded * 1000 // self._fps
 
-    def write(self, frames: Sequence[RgbFrame], audio: Pcm16) -> bytes:
+    def write(self, frames: Sequence[RgbFrame], audio: Pcm16, upcoming: Pcm16 | None = None) -> bytes:
         """Encode ``frames`` and the ``audio`` spanning them; return the bytes to send now.
+
+        ``upcoming``, when given, is audio known to follow (the start of the next writes' ``audio``): enough
+        of it is encoded now that this fragment's audio reaches the end of its video. Without it a player
+        can play only to where the audio ends, ~0.1 s short of the video: a request's first chunk would buy
+        the next one that much less time. The next writes must then begin with that audio, as promised.
 
         The first non-empty call's bytes start with the init segment. Returns b"" only if both are empty.
         """
         if self._closed:
             raise RuntimeError("FragmentedMp4Writer.write() called after close()")
         self._check_frames(frames)
-        pcm = _validated_float_pcm(audio)
-        if not frames and pcm.size == 0:
+        _validated_float_pcm(audio[:0])
+        if not frames and audio.size == 0:
             return b""
+        pcm = _validated_float_pcm(self._after_encoded_ahead(audio))
         video_samples = self._encode_frames(frames)
         audio_samples = self._encode_pcm(pcm, flush=False)
+        if upcoming is not None and not self._encoded_ahead.size:
+            audio_samples += self._encode_ahead(upcoming, audio_samples)
         return self._emit(video_samples, audio_samples)
+
+    def _after_encoded_ahead(self, audio: Pcm16) -> Pcm16:
+        """``audio`` without the part an earlier write() already encoded as its ``upcoming``."""
+        ahead = self._encoded_ahead
+        if not ahead.size:
+            return audio
+        overlap = min(ahead.size, audio.size)
+        if not np.array_equal(ahead[:overlap], audio[:overlap]):
+            raise ValueError("write()'s audio does not begin with the upcoming audio an earlier write() was given")
+        self._encoded_ahead = ahead[overlap:]
+        return audio[overlap:]
+
+    def _encode_ahead(self, upcoming: Pcm16, audio_samples: list[boxes.Sample]) -> list[boxes.Sample]:
+        """Feed whole AAC frames of ``upcoming`` until the audio track reaches the end of the video."""
+        rate = self._audio.sample_rate
+        video_end = self._frames_encoded * rate // self._fps + self._audio.initial_padding  # on the track
+        audio_end = self._audio_decode_time + sum(sample.duration for sample in audio_samples)
+        frame_size = self._audio.frame_size
+        fed = 0
+        samples: list[boxes.Sample] = []
+        while audio_end < video_end and fed < upcoming.size:
+            block = upcoming[fed : fed + frame_size]
+            new = self._encode_pcm(_validated_float_pcm(block), flush=False)
+            samples += new
+            audio_end += sum(sample.duration for sample in new)
+            fed += block.size
+        self._encoded_ahead = upcoming[:fed].copy()
+        return samples
 
     def close(self) -> bytes:
         """Flush both encoders (the last AAC frame padded with silence) into a final fragment."""
