@@ -16,6 +16,7 @@ from gateway.docs_pages import install_offline_docs
 from gateway.ratelimit import Limits, RateLimiter, caller_key
 from gateway.routes import ROUTERS
 from gateway.sample_avatar import ensure_sample_avatar
+from gateway.security_headers import SecurityHeaders
 from gateway.services import Services
 from infra.settings import Settings
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in settings.cors_origins.split(",")],
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(SecurityHeaders)
     install_error_format(app)
     install_rate_limits(app, settings)
     install_offline_docs(app)

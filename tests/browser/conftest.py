@@ -26,8 +26,22 @@ def chromium() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(chromium: Browser) -> Iterator[Page]:
-    """A fresh tab; any uncaught script error in it fails the test."""
-    context = chromium.new_context(viewport={"width": 1100, "height": 800})
+    """A fresh tab; any uncaught script error in it fails the test.
+
+    The pages' Content-Security-Policy is bypassed: Playwright's wait_for_function evaluates its predicate with
+    eval() in the page, which script-src 'self' refuses. tests/browser/test_page_security.py opens the pages
+    under the policy (``strict_page``)."""
+    yield from _tab(chromium, bypass_csp=True)
+
+
+@pytest.fixture
+def strict_page(chromium: Browser) -> Iterator[Page]:
+    """A fresh tab that keeps the pages' Content-Security-Policy (wait with ``poll``, not wait_for_function)."""
+    yield from _tab(chromium, bypass_csp=False)
+
+
+def _tab(chromium: Browser, *, bypass_csp: bool) -> Iterator[Page]:
+    context = chromium.new_context(viewport={"width": 1100, "height": 800}, bypass_csp=bypass_csp)
     tab = context.new_page()
     script_errors: list[str] = []
     tab.on("pageerror", lambda error: script_errors.append(str(error)))

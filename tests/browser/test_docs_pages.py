@@ -12,6 +12,7 @@ from playwright.sync_api import ConsoleMessage, Page, Route
 
 from infra.broker import EmbeddedBroker, free_port
 from infra.settings import Settings
+from tests.browser.polling import poll
 from tests.gateway_server import serve_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -59,7 +60,8 @@ def off_machine(urls: list[str]) -> list[str]:
             and urlsplit(url).hostname not in LOCAL_HOSTS]
 
 
-def test_swagger_ui_lists_the_routes_from_local_files(page: Page, gateway: str) -> None:
+def test_swagger_ui_lists_the_routes_from_local_files(strict_page: Page, gateway: str) -> None:
+    page = strict_page  # a user's browser keeps the docs pages' policy, which refuses ReDoc's CDN logo
     requested, errors = watch(page)
     page.goto(f"{gateway}/docs")
     page.wait_for_selector(".opblock", timeout=20_000)
@@ -71,13 +73,13 @@ def test_swagger_ui_lists_the_routes_from_local_files(page: Page, gateway: str) 
     assert not errors, f"console errors (CSP refusals among them): {errors}"
 
 
-def test_redoc_renders_the_api_from_local_files(page: Page, gateway: str) -> None:
+def test_redoc_renders_the_api_from_local_files(strict_page: Page, gateway: str) -> None:
+    page = strict_page  # a user's browser keeps the docs pages' policy, which refuses ReDoc's CDN logo
     requested, errors = watch(page)
     page.goto(f"{gateway}/redoc")
     page.wait_for_selector(".api-content h1", timeout=30_000)
     assert "Avatar streaming service" in page.inner_text(".api-content h1")
-    page.wait_for_function("() => document.querySelector('.api-content').innerText.includes('/avatar/register')",
-                           timeout=20_000)
+    poll(page, "() => document.querySelector('.api-content').innerText.includes('/avatar/register')", 20)
     assert not off_machine(requested), f"requests left the machine: {off_machine(requested)}"
     assert any(url.endswith("/docs-assets/redoc.standalone.js") for url in requested)
     assert not errors, f"console errors (CSP refusals among them): {errors}"

@@ -10,34 +10,24 @@ import numpy as np
 import pytest
 from playwright.sync_api import ConsoleMessage, Page
 from skimage import data
-from starlette.types import ASGIApp
 
-from gateway.app import create_app
-from gateway.security_headers import PAGE_CSP, SecurityHeaders
+from gateway.security_headers import PAGE_CSP
 from infra.broker import EmbeddedBroker, free_port
 from infra.settings import Settings
 from tests import gateway_server
+from tests.browser.polling import poll
 from tests.browser.test_registration_page import DROP_FILE
 from tests.unit.test_registration_media import png_bytes, resized
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
-def with_headers(settings: Settings) -> ASGIApp:
-    return SecurityHeaders(create_app(settings))
-
-
 @pytest.fixture(scope="module")
 def gateway(broker: EmbeddedBroker, database_url: str) -> Iterator[str]:
-    """The gateway behind SecurityHeaders. Not wired into gateway/app.py yet: Playwright's wait_for_function
-    evaluates its predicate with eval() in the page, which script-src 'self' refuses, so tests/browser/conftest.py's
-    shared page fixture needs bypass_csp=True first (its owner's change); these tests use pages the same way."""
     settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, port=free_port(),
                         _env_file=None)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gateway_server, "create_app", with_headers)
-        with gateway_server.serve_gateway(settings) as url:
-            yield url
+    with gateway_server.serve_gateway(settings) as url:
+        yield url
 
 
 def refusals(page: Page) -> list[str]:
@@ -61,30 +51,30 @@ def test_pages_send_the_headers(gateway: str, path: str) -> None:
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-def test_the_player_connects_and_loads_its_fonts_under_the_policy(page: Page, gateway: str) -> None:
-    refused = refusals(page)
-    page.goto(gateway + "/")
-    page.wait_for_function("window.avatarPlayer && window.avatarPlayer.connection.sessionId !== null",
-                           timeout=15_000)  # the WebSocket to 'self' was allowed
-    page.wait_for_function("document.fonts.check('16px Vazirmatn')", timeout=10_000)
-    page.wait_for_function("document.getElementById('video').src.startsWith('blob:')", timeout=10_000)
+def test_the_player_connects_and_loads_its_fonts_under_the_policy(strict_page: Page, gateway: str) -> None:
+    refused = refusals(strict_page)
+    strict_page.goto(gateway + "/")
+    poll(strict_page, "() => window.avatarPlayer && window.avatarPlayer.connection.sessionId !== null",
+         15)  # the WebSocket to 'self' was allowed
+    poll(strict_page, "() => document.fonts.check('16px Vazirmatn')", 10)
+    poll(strict_page, "() => document.getElementById('video').src.startsWith('blob:')", 10)
     assert not refused, refused
 
 
-def test_the_registration_page_previews_a_chosen_file_under_the_policy(page: Page, gateway: str) -> None:
-    refused = refusals(page)
-    page.goto(gateway + "/avatar-registration")
-    page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+def test_the_registration_page_previews_a_chosen_file_under_the_policy(strict_page: Page, gateway: str) -> None:
+    refused = refusals(strict_page)
+    strict_page.goto(gateway + "/avatar-registration")
+    poll(strict_page, "() => document.body.dataset.ready === 'true'", 10)
     photo = png_bytes(resized(np.asarray(data.astronaut()), (256, 256)))
-    page.evaluate(DROP_FILE, ["astronaut.png", "image/png", base64.b64encode(photo).decode()])
-    page.wait_for_function("() => { const t = document.getElementById('drop-thumb');"
-                           " return t.src.startsWith('blob:') && t.complete && t.naturalWidth === 256; }",
-                           timeout=10_000)  # the blob: thumbnail was allowed to load
+    strict_page.evaluate(DROP_FILE, ["astronaut.png", "image/png", base64.b64encode(photo).decode()])
+    poll(strict_page, "() => { const t = document.getElementById('drop-thumb');"
+               " return t.src.startsWith('blob:') && t.complete && t.naturalWidth === 256; }",
+         10)  # the blob: thumbnail was allowed to load
     assert not refused, refused
 
 
-def test_a_page_cannot_be_framed(page: Page, gateway: str) -> None:
-    refused = refusals(page)
-    page.set_content(f"<iframe src='{gateway}/'></iframe>")
-    page.wait_for_timeout(2000)
+def test_a_page_cannot_be_framed(strict_page: Page, gateway: str) -> None:
+    refused = refusals(strict_page)
+    strict_page.set_content(f"<iframe src='{gateway}/'></iframe>")
+    strict_page.wait_for_timeout(2000)
     assert any("frame-ancestors" in text or "X-Frame-Options" in text for text in refused), refused
