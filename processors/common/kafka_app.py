@@ -50,6 +50,9 @@ class Outgoing:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
+    # When the handler's next output for this key must be out (time.perf_counter()), if it knows: a lip-sync
+    # chunk's next must reach the client before this one has played (processors/common/scheduling.py).
+    due: float | None = None
 
 
 Handler = Callable[[Inbound], Iterable[Outgoing]]
@@ -58,6 +61,9 @@ StatusFields = Callable[[], dict[str, Any]]
 # A partition with this many messages accepted and not finished is paused until half of them are, so a
 # worker never holds more than a bounded amount of consumed work (the broker keeps the rest).
 MAX_OPEN_PER_PARTITION = 16
+# A new message's first output is due this long after it is accepted: past it, it goes before lanes that are
+# merely busy, so new work cannot wait for ever behind sessions that are always due.
+FIRST_OUTPUT_BUDGET_S = 0.5
 Lane = tuple[int, bytes | None]  # partition and key: one session's messages, handled one after another
 
 
@@ -184,14 +190,15 @@ class KafkaApp:
         trace = {name: raw.decode(errors="replace") for name, raw in pairs
                  if name in TRACE_FIELDS and isinstance(raw, bytes)}
         self._commits.accepted(partition, message.offset() or 0)
-        self._jobs.add((partition, message.key()), _Job(message, trace, self._is_possibly_half_handled(message)))
+        self._jobs.add((partition, message.key()), _Job(message, trace, self._is_possibly_half_handled(message)),
+                       due=time.perf_counter() + FIRST_OUTPUT_BUDGET_S)
         if self._commits.open_count(partition) >= MAX_OPEN_PER_PARTITION:
             self.consumer.pause([TopicPartition(self.input_topic, partition)])
             self._paused.add(partition)
 
     def _step(self) -> None:
         """Advance the next job by one output; finish it when the handler has no more."""
-        job = self._jobs.next()
+        job = self._jobs.next(time.perf_counter())
         if job is None:
             return
         with log_scope(**job.trace):
@@ -220,6 +227,7 @@ class KafkaApp:
         if out is None:
             return "ok"
         self._produce(out)
+        self._jobs.set_due((message.partition() or 0, message.key()), out.due)
         return None
 
     def _ensure_session_topic(self, topic: str) -> None:

@@ -6,6 +6,12 @@ talking at once). Here each lane (the processors use partition and message key, 
 one message in progress, so a session's messages keep their order; busy lanes take turns one output at a time,
 and a message that has produced nothing yet goes first: a new request's first chunk waits for at most one chunk
 of each other busy session.
+
+Unless a lane is due. A lane can say when its next output must be out (``set_due``: for a lip-sync session,
+when the chunk the client is playing runs out); one due within ``urgency_s`` goes before new work, earliest
+first. When many requests start at once, their first chunks would otherwise all go before the second chunk of
+the session that started first, and its video would freeze: a first chunk a chunk's render later is the
+smaller harm.
 """
 
 from __future__ import annotations
@@ -19,29 +25,42 @@ from dataclasses import dataclass, field
 class _Lane[J]:
     active: J  # a lane exists only while it has a job in progress
     waiting: deque[J] = field(default_factory=deque)
+    due: float | None = None  # when its next output must be out (the clock of next()'s ``now``)
 
 
 class LaneScheduler[L: Hashable, J]:
     """Jobs by lane. ``next()`` names the job to advance by one step; ``finish()`` retires a lane's active job."""
 
-    def __init__(self) -> None:
+    def __init__(self, urgency_s: float = 0.2) -> None:
+        self.urgency_s = urgency_s
         self._lanes: dict[L, _Lane[J]] = {}
         self._turns: deque[L] = deque()  # lanes with an active job, in turn order
         self._fresh: deque[L] = deque()  # lanes whose active job has not been stepped yet
 
-    def add(self, lane: L, job: J) -> None:
-        """Queue ``job`` behind the lane's others; it starts at once if the lane is idle."""
+    def add(self, lane: L, job: J, due: float | None = None) -> None:
+        """Queue ``job`` behind the lane's others; it starts at once if the lane is idle. ``due`` is when an
+        idle lane's first output must be out, so new work is not put off for ever behind due lanes."""
         state = self._lanes.get(lane)
         if state is None:
-            self._lanes[lane] = _Lane(job)
+            self._lanes[lane] = _Lane(job, due=due)
             self._turns.append(lane)
             self._fresh.append(lane)
         else:
             state.waiting.append(job)
 
-    def next(self) -> J | None:
-        """The job to advance now, or None when there is no work."""
-        if self._fresh:
+    def set_due(self, lane: L, due: float | None) -> None:
+        """The lane's next output must be out by ``due`` (None: no deadline); forgotten with the lane."""
+        state = self._lanes.get(lane)
+        if state is not None:
+            state.due = due
+
+    def next(self, now: float = 0.0) -> J | None:
+        """The job to advance at ``now``, or None when there is no work."""
+        urgent = self._most_urgent(now)
+        if urgent is not None:
+            lane = urgent
+            self._forget_turn(lane)
+        elif self._fresh:
             lane = self._fresh.popleft()
             self._turns.remove(lane)
         elif self._turns:
@@ -50,6 +69,11 @@ class LaneScheduler[L: Hashable, J]:
             return None
         self._turns.append(lane)  # its next turn comes after every other busy lane's
         return self._lanes[lane].active
+
+    def _most_urgent(self, now: float) -> L | None:
+        due = [(state.due, lane) for lane, state in self._lanes.items()
+               if state.due is not None and state.due - now <= self.urgency_s]
+        return min(due, key=lambda pair: pair[0])[1] if due else None
 
     def finish(self, lane: L) -> None:
         """The lane's active job is done; its next waiting job (if any) becomes active."""

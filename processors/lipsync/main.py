@@ -21,6 +21,7 @@ from processors.lipsync.core import AvatarUnavailable, LipSyncCore, UnknownAvata
 from processors.lipsync.engines.base import LipSyncEngine
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.engines.wav2lip import Wav2LipEngine, Wav2LipModelError
+from processors.lipsync.pacing import PlaybackDeadlines
 from processors.lipsync.progress import SessionTopicProgress
 from processors.lipsync.viseme_estimator import VisemeEstimator, VisemeEstimatorError
 from processors.lipsync.visemes import UnknownPhonemes
@@ -84,6 +85,7 @@ class LipSyncProcessor:
                                  max_bytes=settings.avatar_cache_max_bytes)
         self.invalidations: InvalidationListener | None = None
         self.interrupts = interrupts or InterruptRegistry()
+        self.deadlines = PlaybackDeadlines()
         self.core = LipSyncCore(engine, self.cache.get, fps=settings.video_fps, chunk_frames=settings.chunk_frames,
                                 first_chunk_frames=settings.first_chunk_frames,
                                 crf=settings.video_crf, is_interrupted=self.interrupts.is_interrupted,
@@ -113,7 +115,8 @@ class LipSyncProcessor:
         topic = self.settings.session_topic(segment.meta.session_id)
         session_key = segment.meta.session_id.encode()
         for event in self.core.handle(segment, recovering=message.recovering):
-            yield Outgoing(topic, session_key, event.to_kafka())
+            due = self.deadlines.next_due(event.meta, time.perf_counter())
+            yield Outgoing(topic, session_key, event.to_kafka(), due=due)
 
 
 def create(settings: Settings) -> LipSyncProcessor:

@@ -73,3 +73,75 @@ def test_finishing_a_lane_without_an_active_job_changes_nothing() -> None:
     scheduler: LaneScheduler[str, str] = LaneScheduler()
     scheduler.finish("a")
     assert scheduler.next() is None and not scheduler.busy
+
+
+def test_a_lane_whose_next_output_is_nearly_due_goes_before_new_work() -> None:
+    scheduler: LaneScheduler[str, str] = LaneScheduler(urgency_s=0.2)
+    scheduler.add("a", "a1")
+    assert scheduler.next(now=0.0) == "a1"
+    scheduler.set_due("a", 0.4)  # a's client runs out of video at 0.4 s
+    scheduler.add("b", "b1")
+    assert scheduler.next(now=0.1) == "b1", "not due yet: new work first"
+    scheduler.add("c", "c1")
+    assert scheduler.next(now=0.25) == "a1", "due within the urgency: before c's first step"
+    scheduler.set_due("a", 0.9)
+    assert scheduler.next(now=0.3) == "c1"
+
+
+def test_due_lanes_go_earliest_due_first() -> None:
+    scheduler: LaneScheduler[str, str] = LaneScheduler(urgency_s=0.2)
+    for lane, due in (("a", 0.35), ("b", 0.3), ("c", 5.0)):
+        scheduler.add(lane, f"{lane}1")
+        scheduler.next(now=0.0)
+        scheduler.set_due(lane, due)
+    assert [scheduler.next(now=0.2)] == ["b1"]
+    scheduler.set_due("b", None)
+    assert scheduler.next(now=0.2) == "a1"
+
+
+def test_new_work_past_its_own_due_is_not_put_off_behind_busy_lanes_for_ever() -> None:
+    scheduler: LaneScheduler[str, str] = LaneScheduler(urgency_s=0.2)
+    scheduler.add("a", "a1")
+    scheduler.next(now=0.0)
+    scheduler.set_due("a", 0.1)
+    scheduler.add("b", "b1", due=0.5)
+    assert scheduler.next(now=0.05) == "a1"
+    scheduler.set_due("a", 0.6)  # a is always nearly due: an overloaded worker
+    assert scheduler.next(now=0.45) == "b1", "b's first output was due at 0.5, before a's next"
+
+
+def _late_chunks_in_a_burst(urgency_s: float) -> tuple[list[tuple[str, int]], float]:
+    """Eight requests arrive at once; a chunk takes 50 ms to render, a first chunk plays 0.4 s, the others
+    0.48 s. Returns the (session, seq) sent after the client ran out of video, and the last first chunk's time."""
+    render_s, first_s, chunk_s = 0.05, 0.4, 0.48
+    scheduler: LaneScheduler[str, str] = LaneScheduler(urgency_s=urgency_s)
+    for session in range(8):
+        scheduler.add(f"s{session}", f"s{session}", due=1.0)
+    now = 0.0
+    started: dict[str, float] = {}
+    sent: dict[str, int] = {}
+    late: list[tuple[str, int]] = []
+    while (job := scheduler.next(now)) is not None:
+        now += render_s
+        count = sent.get(job, 0)
+        if count and now > started[job] + first_s + (count - 1) * chunk_s:
+            late.append((job, count))
+        started.setdefault(job, now)
+        sent[job] = count + 1
+        if sent[job] == 4:
+            scheduler.finish(job)
+        else:
+            scheduler.set_due(job, started[job] + first_s + (sent[job] - 1) * chunk_s)
+    return late, max(started.values())
+
+
+def test_a_burst_of_new_sessions_does_not_freeze_the_first_sessions_video() -> None:
+    late, last_first_chunk = _late_chunks_in_a_burst(urgency_s=0.2)
+    assert late == [] and last_first_chunk < 1.0
+
+
+def test_without_due_lanes_first_the_same_burst_freezes_the_first_session() -> None:
+    # New work first, then strict turns: all eight first chunks, then the second chunks in turn, and the
+    # sessions that started later run out of video before theirs.
+    late, _ = _late_chunks_in_a_burst(urgency_s=float("-inf"))
+    assert {seq for _, seq in late} == {1} and len(late) >= 2
