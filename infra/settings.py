@@ -123,7 +123,6 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(2000, ge=1, le=100_000, description="longest accepted text, in characters")
     tts_engine: Literal["espeak", "openai", "piper"] = Field("espeak",
                                                              description="default TTS backend: espeak, openai or piper")
-    espeak_binary: str = Field("espeak-ng", description="the espeak-ng program (its voices are listed with it)")
 
     # Speech (issue 5, processors/tts; docs/speech.md). TTS_ENGINE is the default backend; TTS_EXTRA_ENGINES
     # lists the others a request may pick with `tts`. Every one of them must be configured, or the TTS

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from schemas import envelope
 from schemas.common import AvatarId, Language, RequestId, SessionId
 
-TOPIC = "avatar.speech"
 PAUSE = "_"  # the phoneme name of the silence after the speech (the lip-sync's rest shape)
 MAX_PHONEME_NAME_CHARS = 16
 # A fast speaker says ~20 phonemes a second and a segment is one piece of text (at most TTS_PIECE_CHARS); the cap

@@ -11,7 +11,6 @@ import numpy.typing as npt
 from schemas.speech import PhonemeMark
 
 Language = Literal["fa", "en"]
-VOICE_PATTERN = r"^[A-Za-z0-9_+.-]{1,64}$"  # voice names reach command lines and HTTP bodies: keep them plain
 
 
 class TtsFailure(RuntimeError):

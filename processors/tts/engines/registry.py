@@ -46,12 +46,6 @@ class EngineSet:
                 if not any(language in engine.languages for engine in self.engines.values())]
 
 
-def selected_engine_names(settings: Settings) -> list[str]:
-    """TTS_ENGINE first, then TTS_EXTRA_ENGINES, each once."""
-    extras = [name for name in settings.tts_extra_engines.split(",") if name]
-    return list(dict.fromkeys([settings.tts_engine, *extras]))
-
-
 def build_engine(name: str, settings: Settings) -> TtsEngine:
     """One backend from its settings; EngineConfigError says what is missing."""
     if name == "espeak":
@@ -78,7 +72,7 @@ def build_engines(settings: Settings) -> EngineSet:
     Raises EngineConfigError, naming the setting, when a selected backend is not configured or installed.
     """
     engines: list[TtsEngine] = []
-    for name in selected_engine_names(settings):
+    for name in settings.selected_tts_engines:
         try:
             engines.append(build_engine(name, settings))
         except EngineConfigError as error:
