@@ -18,6 +18,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     return {
         "avatar.requests.v1.json": requests.TextRequest.model_json_schema(),
         "avatar.speech.v3.meta.json": speech.SpeechSegmentMeta.model_json_schema(),
+        "avatar.speech.v4.error.json": speech.SpeechError.model_json_schema(),
         "avatar.session.v1.meta.json": TypeAdapter(session.SessionEventMeta).json_schema(),
         "ws.client.v1.json": TypeAdapter(websocket.ClientMessage).json_schema(),
         "ws.server.v1.json": TypeAdapter(websocket.ServerMessage).json_schema(),

@@ -9,10 +9,16 @@ A backend that knows no timings (OpenAI) leaves the field out. v3 also names the
 with: espeak-ng in-process does not repeat its audio byte for byte (its generator keeps state between calls),
 so the voice is told, not inferred from the samples. Consumers must be upgraded before producers:
 a v2 reader refuses ``schema_version`` 3.
+
+v4 (issue 12) adds a second kind of message, ``SpeechError`` (``"kind": "error"``, no payload): the TTS could
+not speak a request, or stopped it (interrupted). The lip-sync processor passes it on to the session topic,
+so a session topic has one writer kind and a client hears one error per request, never a second
+``interrupted`` for segments the lip-sync was already dropping. Read both kinds with ``parse_speech``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -109,3 +115,33 @@ class SpeechSegment:
                              f"{meta.sample_count} + {meta.lipsync_sample_count} PCM16 samples")
         split = 2 * meta.sample_count
         return cls(meta, payload[:split], payload[split:])
+
+
+class SpeechError(BaseModel):
+    """v4: the TTS could not speak (the rest of) a request; the lip-sync passes it on to the session once."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: Literal[4] = 4
+    kind: Literal["error"] = "error"
+    request_id: RequestId
+    session_id: SessionId
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="as in the session topic's errors")
+    message: str = Field(max_length=2000)
+
+    def to_kafka(self) -> bytes:
+        return envelope.pack(self.model_dump_json().encode(), b"")
+
+
+def parse_speech(value: bytes) -> SpeechSegment | SpeechError:
+    """An ``avatar.speech`` message of either kind; ValueError (pydantic's included) when it is neither."""
+    meta_json, payload = envelope.unpack(value)
+    try:
+        kind = json.loads(meta_json).get("kind")
+    except (ValueError, AttributeError):
+        kind = None  # not a JSON object: SpeechSegmentMeta says what is wrong with it
+    if kind != "error":
+        return SpeechSegment.from_kafka(value)
+    if payload:
+        raise ValueError(f"a speech error carries no payload, this one has {len(payload)} bytes")
+    return SpeechError.model_validate_json(meta_json)

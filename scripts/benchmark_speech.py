@@ -44,7 +44,7 @@ from infra.settings import Settings
 from processors.tts.core import OUTPUT_RATE, TtsCore
 from processors.tts.main import TtsProcessor, create
 from schemas.requests import TextRequest, TtsEngineName
-from schemas.speech import SpeechSegment
+from schemas.speech import SpeechError, SpeechSegment, parse_speech
 from tests.support.local_openai_server import LocalSpeechServer
 
 PERSIAN_PARAGRAPH = (
@@ -135,7 +135,11 @@ def time_one_request(producer: Producer, consumer: Consumer, backend: TtsEngineN
         message = consumer.poll(0.005)
         if message is None or message.error() is not None:
             continue
-        segment = SpeechSegment.from_kafka(message.value() or b"")
+        segment = parse_speech(message.value() or b"")
+        if isinstance(segment, SpeechError):
+            if segment.request_id == request.request_id:
+                raise RuntimeError(f"{backend}: the TTS refused the request: {segment.code}: {segment.message}")
+            continue
         if segment.meta.request_id != request.request_id:
             continue
         if first_ms is None:

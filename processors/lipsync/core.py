@@ -21,7 +21,7 @@ from processors.lipsync.media import FragmentedMp4Writer
 from processors.lipsync.visemes import UnknownPhonemes, Viseme, unknown_phonemes, viseme_onsets
 from schemas.avatar import AvatarFaceData
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
-from schemas.speech import SpeechSegment
+from schemas.speech import SpeechError, SpeechSegment
 
 AvatarProvider = Callable[[str], AvatarFaceData]
 InterruptCheck = Callable[[str, str, int | None], bool]  # (session_id, request_id, created_at_ms) → stop?
@@ -188,6 +188,15 @@ class LipSyncCore:
         if meta.is_last:
             self._streams.pop(meta.request_id, None)
             self._close(meta.request_id)
+
+    def fail(self, error: SpeechError) -> Iterator[SessionEvent]:
+        """Pass the TTS's error for a request on to its session, once: a request already ended here (finished,
+        failed, or dropped as interrupted) says nothing more."""
+        if error.request_id in self._closed:
+            return
+        self._streams.pop(error.request_id, None)
+        self._close(error.request_id)
+        yield SessionEvent(SessionError(request_id=error.request_id, code=error.code, message=error.message))
 
     def _open_stream(self, segment: SpeechSegment, recovering: bool) -> _RequestStream | None:
         """A new stream, or the continuation of one another worker began; None if it is already done."""

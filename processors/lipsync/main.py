@@ -27,7 +27,7 @@ from processors.lipsync.viseme_estimator import VisemeEstimator, VisemeEstimator
 from processors.lipsync.visemes import UnknownPhonemes
 from schemas.avatar import AvatarFaceData
 from schemas.envelope import EnvelopeError
-from schemas.speech import SpeechSegment
+from schemas.speech import SpeechError, SpeechSegment, parse_speech
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,9 @@ def count_articulation_source(source: str) -> None:
     metrics.ARTICULATION_SOURCES.labels(source).inc()
 
 
-def parse_segment(value: bytes) -> SpeechSegment:
+def parse_segment(value: bytes) -> SpeechSegment | SpeechError:
     try:
-        return SpeechSegment.from_kafka(value)
+        return parse_speech(value)
     except (EnvelopeError, ValidationError, ValueError) as error:
         raise InvalidMessage(f"not a valid avatar.speech message: {error}") from None
 
@@ -111,10 +111,13 @@ class LipSyncProcessor:
 
     def handle(self, message: Inbound) -> Iterator[Outgoing]:
         segment = parse_segment(message.value)
-        bind_log_context(request_id=segment.meta.request_id, session_id=segment.meta.session_id)
-        topic = self.settings.session_topic(segment.meta.session_id)
-        session_key = segment.meta.session_id.encode()
-        for event in self.core.handle(segment, recovering=message.recovering):
+        meta = segment.meta if isinstance(segment, SpeechSegment) else segment
+        bind_log_context(request_id=meta.request_id, session_id=meta.session_id)
+        topic = self.settings.session_topic(meta.session_id)
+        session_key = meta.session_id.encode()
+        events = (self.core.handle(segment, recovering=message.recovering) if isinstance(segment, SpeechSegment)
+                  else self.core.fail(segment))
+        for event in events:
             due = self.deadlines.next_due(event.meta, time.perf_counter())
             yield Outgoing(topic, session_key, event.to_kafka(), due=due)
 

@@ -16,7 +16,8 @@ from processors.tts.core import TtsCore
 from processors.tts.engines.base import EngineConfigError
 from processors.tts.engines.registry import EngineSet, build_engines
 from schemas.requests import TextRequest
-from schemas.session import SessionError, SessionEvent
+from schemas.session import SessionError
+from schemas.speech import SpeechError
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,10 @@ class TtsProcessor:
         bind_log_context(request_id=request.request_id, session_id=request.session_id)
         session_key = request.session_id.encode()
         for out in self.core.handle(request):
-            if isinstance(out, SessionError):
-                topic = self.settings.session_topic(request.session_id)
-                yield Outgoing(topic, session_key, SessionEvent(out).to_kafka())
-            else:
-                yield Outgoing(self.settings.kafka_speech_topic, session_key, out.to_kafka())
+            # Errors take the speech topic too: the lip-sync processor is the session topic's one writer.
+            message_out = out if not isinstance(out, SessionError) else SpeechError(
+                request_id=request.request_id, session_id=request.session_id, code=out.code, message=out.message)
+            yield Outgoing(self.settings.kafka_speech_topic, session_key, message_out.to_kafka())
 
 
 def create(settings: Settings) -> TtsProcessor:

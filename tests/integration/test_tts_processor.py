@@ -19,8 +19,7 @@ from processors.tts.main import TtsProcessor, create
 from processors.tts.text import plan_speech
 from schemas.dlq import DeadLetter
 from schemas.requests import TextRequest
-from schemas.session import SessionError, SessionEvent
-from schemas.speech import SpeechSegment
+from schemas.speech import SpeechError, SpeechSegment, parse_speech
 
 pytestmark = pytest.mark.integration
 TEXTS = [
@@ -100,9 +99,20 @@ def message_headers(message: Message) -> list[tuple[str, str | bytes | None]]:
 
 def speech_until(settings: Settings, done: Callable[[list[SpeechSegment]], bool]) -> list[SpeechSegment]:
     def decoded(received: list[Received]) -> list[SpeechSegment]:
-        return [SpeechSegment.from_kafka(message.value) for message in received]
+        return [m for m in speech_messages(received) if isinstance(m, SpeechSegment)]
 
     return decoded(read_until(settings, "avatar.speech", lambda received: done(decoded(received))))
+
+
+def speech_errors_until(settings: Settings, done: Callable[[list[SpeechError]], bool]) -> list[SpeechError]:
+    def decoded(received: list[Received]) -> list[SpeechError]:
+        return [m for m in speech_messages(received) if isinstance(m, SpeechError)]
+
+    return decoded(read_until(settings, "avatar.speech", lambda received: done(decoded(received))))
+
+
+def speech_messages(received: list[Received]) -> list[SpeechSegment | SpeechError]:
+    return [parse_speech(message.value) for message in received]
 
 
 def pieces_of(settings: Settings, text: str) -> int:
@@ -148,9 +158,9 @@ def test_a_failing_request_reports_to_its_session_and_the_next_one_is_spoken(
     for text_request in (failing, unknown_voice, fine):
         send(producer, text_request)
     producer.flush(10)
-    events = read_until(own_settings, f"avatar.session.{session}", lambda received: len(received) >= 2)
-    errors = [SessionEvent.from_kafka(message.value).meta for message in events]
-    assert [(e.request_id, e.code) for e in errors if isinstance(e, SessionError)] == [
+    # On the speech topic, like the speech: the lip-sync processor passes errors on to the session.
+    errors = speech_errors_until(own_settings, lambda found: sum(e.session_id == session for e in found) >= 2)
+    assert [(e.request_id, e.code) for e in errors if e.session_id == session] == [
         ("bad-1", "nothing_to_say"), ("bad-2", "unknown_voice")]
     spoken = speech_until(own_settings, lambda segments: any(
         s.meta.request_id == fine.request_id and s.meta.is_last for s in segments))

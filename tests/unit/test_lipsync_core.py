@@ -9,7 +9,7 @@ from processors.lipsync.core import EmittedProgress, LipSyncCore, UnknownAvatar
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from schemas.avatar import AvatarFaceData
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
-from schemas.speech import SpeechSegment, SpeechSegmentMeta
+from schemas.speech import SpeechError, SpeechSegment, SpeechSegmentMeta
 from tests.media import decode_mp4
 from tests.unit.face_fixtures import astronaut_photo
 
@@ -111,6 +111,29 @@ def test_an_interrupted_request_stops_within_one_chunk_and_says_so_once(avatar: 
     assert len(rest) == 1 and isinstance(rest[0].meta, SessionError) and rest[0].meta.code == "interrupted"
     assert list(core.handle(speech(SAMPLES_PER_FRAME, 1, True, avatar.avatar_id))) == []
     assert core.open_requests == 0
+
+
+def test_the_tts_error_of_a_request_reaches_its_session_once(avatar: AvatarFaceData) -> None:
+    core = make_core(avatar)
+    list(core.handle(speech(30 * SAMPLES_PER_FRAME, 0, False, avatar.avatar_id)))
+    failed = SpeechError(request_id="req-1", session_id="s1", code="tts_failed", message="openai: timed out")
+    events = list(core.fail(failed))
+    assert [(e.meta.code, e.meta.message) for e in events if isinstance(e.meta, SessionError)] == [
+        ("tts_failed", "openai: timed out")]
+    assert list(core.fail(failed)) == [] and core.open_requests == 0
+
+
+def test_the_tts_saying_interrupted_after_the_lip_sync_dropped_the_request_adds_no_second_interrupted(
+        avatar: AvatarFaceData) -> None:
+    stopped: set[str] = set()
+    core = make_core(avatar)
+    core.is_interrupted = lambda _session, request, _created: request in stopped
+    events = core.handle(speech(60 * SAMPLES_PER_FRAME, 0, False, avatar.avatar_id))
+    next(events)
+    stopped.add("req-1")
+    assert [e.meta.code for e in events if isinstance(e.meta, SessionError)] == ["interrupted"]
+    stop = SpeechError(request_id="req-1", session_id="s1", code="interrupted", message="the request was interrupted")
+    assert list(core.fail(stop)) == []
 
 
 def progress_of(events: list[SessionEvent]) -> EmittedProgress | None:

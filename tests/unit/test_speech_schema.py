@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import envelope
-from schemas.speech import MAX_PHONEMES, PAUSE, SpeechSegment, SpeechSegmentMeta
+from schemas.speech import MAX_PHONEMES, PAUSE, SpeechError, SpeechSegment, SpeechSegmentMeta, parse_speech
 
 SAMPLES = 4410
 
@@ -81,3 +81,25 @@ def test_malformed_timings_in_json_from_the_wire_are_refused() -> None:
 def test_timings_need_schema_version_3(version: int) -> None:
     with pytest.raises(ValidationError, match="schema_version 3"):
         meta(schema_version=version, phonemes=[(0, "b")], lipsync_sample_count=0)
+
+
+def test_the_speech_topic_carries_segments_and_errors_and_parse_speech_reads_both() -> None:
+    segment = SpeechSegment(meta(), b"\x00\x00" * SAMPLES)
+    error = SpeechError(request_id="r2", session_id="s1", code="nothing_to_say", message="only punctuation")
+    assert parse_speech(segment.to_kafka()) == segment
+    assert parse_speech(error.to_kafka()) == error and error.schema_version == 4
+
+
+def test_a_speech_error_with_a_payload_or_a_bad_code_is_refused() -> None:
+    error = SpeechError(request_id="r2", session_id="s1", code="tts_failed", message="boom")
+    with pytest.raises(ValueError, match="no payload"):
+        parse_speech(envelope.pack(error.model_dump_json().encode(), b"\x00\x00"))
+    with pytest.raises(ValidationError):
+        parse_speech(envelope.pack(json.dumps({"kind": "error", "schema_version": 4, "request_id": "r2",
+                                               "session_id": "s1", "code": "Bad Code!", "message": ""}).encode(), b""))
+
+
+def test_a_v3_reader_refuses_a_speech_error_rather_than_misreading_it() -> None:
+    error = SpeechError(request_id="r2", session_id="s1", code="tts_failed", message="boom")
+    with pytest.raises(ValidationError):
+        SpeechSegment.from_kafka(error.to_kafka())
