@@ -122,3 +122,18 @@ def test_an_unknown_phoneme_is_rest_and_counted_and_the_request_still_renders(av
     assert events and events[-1].meta.is_last  # type: ignore[union-attr]
     visemes = engine.jobs[0].visemes
     assert visemes is not None and (pytest.approx(2 * FRAME / RATE), Viseme.REST) in visemes
+
+
+def test_speech_without_timings_in_small_segments_is_estimated_with_the_audio_before_it(
+        avatar: AvatarFaceData) -> None:
+    heard: list[int] = []
+
+    def estimate(audio: np.ndarray) -> list[tuple[float, Viseme]]:
+        heard.append(len(audio))
+        return [(0.0, Viseme.OPEN)]
+
+    core = core_with(RecordingEngine(), avatar, estimate_onsets=estimate)
+    for index in range(4):  # 80 ms segments, as the gateway cuts a client's audio
+        list(core.handle(segment(avatar.avatar_id, 2, None, index=index, start_sample=index * 2 * FRAME,
+                                 is_last=index == 3)))
+    assert heard == [1280, 2560, 3840, 5120], "each segment heard after the request's audio before it (16 kHz)"
