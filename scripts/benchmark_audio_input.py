@@ -143,7 +143,7 @@ def decoded_audio(mp4: bytes) -> tuple[np.ndarray, int, float]:
                 if first_audio_time is None:
                     first_audio_time = float(frame.time or 0.0)
                 samples.append(frame.to_ndarray().mean(axis=0))
-            else:
+            elif isinstance(frame, av.VideoFrame):
                 video_end = max(video_end, float(frame.time or 0.0) + 0.04)
     audio = np.concatenate(samples).astype(np.float32)
     lead = round((first_audio_time or 0.0) * rate)  # the track's own start offset, kept on the timeline

@@ -20,6 +20,7 @@ def encoded(container: str, codec: str, rate: int, seconds: float = 1.0, channel
     out = io.BytesIO()
     with av.open(out, "w", format=container) as file:
         stream = file.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(stream, av.AudioStream)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout=layout)
         frame.sample_rate = rate
         for packet in [*stream.encode(frame), *stream.encode(None)]:

@@ -47,7 +47,7 @@ def test_segments_are_whole_frames_in_order_and_tile_the_utterance(rate: int) ->
     assert [m.segment_index for m in metas] == list(range(len(metas)))
     assert [m.is_last for m in metas] == [False] * (len(metas) - 1) + [True]
     assert all(m.sample_count % frame == 0 and m.phonemes is None for m in metas)
-    assert [m.start_sample for m in metas[1:]] == [m.start_sample + m.sample_count for m in metas[:-1]]
+    assert [m.start_sample for m in metas[1:]] == [(m.start_sample or 0) + m.sample_count for m in metas[:-1]]
     played = np.concatenate([np.frombuffer(s.pcm16, "<i2") for s in segments])
     assert np.array_equal(played[: len(audio)], audio) and not played[len(audio) :].any(), "padded to a frame"
     assert [m.text for m in metas][:2] == ["سلام", ""], "the subtitle opens the utterance"
