@@ -1,0 +1,193 @@
+"""A pipecat FrameProcessor that gives a voice agent this service's face: its TTS audio in, lip-synced frames out.
+
+Placed after the TTS, it streams each ``TTSAudioRawFrame`` to the service's WebSocket as binary ``PCM1`` frames
+(an utterance per TTS response, ended by ``TTSStoppedFrame``), and pushes downstream, for every 40 ms video frame
+of the lip-synced answer, an ``OutputImageRawFrame`` (RGB, shown in step with the audio) followed by the
+``TTSAudioRawFrame`` of the audio that frame shows: the agent's own audio, as it came back in the video. The TTS
+audio itself is not passed on, so the transport plays one track, in sync with the face. An
+``InterruptionFrame`` interrupts the utterance in the service and drops every frame of it not pushed yet. The
+time from an utterance's first audio to its first image is pipecat's TTFB metric of this processor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from typing import Any
+
+import av
+import numpy as np
+import websockets
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+    TTSStoppedFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from consumers.fmp4_frames import AvFrame, Fmp4FrameDecoder
+from producers.audio import SUPPORTED_RATES
+from schemas.websocket import pack_audio_frame
+
+log = logging.getLogger(__name__)
+RESAMPLE_RATE = 24_000  # for a TTS whose rate the service does not take (8 kHz, 44.1 kHz, ...)
+END_WAIT_S = 60.0  # at EndFrame, the longest wait for the videos still being rendered
+
+
+class AvatarVideoService(FrameProcessor):
+    """The avatar service's face for a pipecat pipeline (after the TTS, before the output transport)."""
+
+    def __init__(self, *, url: str = "ws://127.0.0.1:5002/ws/stream", avatar_id: str = "sample",
+                 token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.url = url if token is None else f"{url}?token={token}"
+        self.avatar_id = avatar_id
+        self._ws: websockets.ClientConnection | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._speaking = False  # an utterance is open in the service
+        self._accepted: asyncio.Queue[str] = asyncio.Queue()
+        self._decoders: dict[str, Fmp4FrameDecoder] = {}  # requests whose video is still coming
+        self._interrupted: set[str] = set()
+        # Utterances opened here and answered by the service: an interrupt covers those opened before it,
+        # also one whose request_accepted is still on its way.
+        self._opened = 0
+        self._answered = 0
+        self._interrupted_upto = 0
+        self._resampler: av.AudioResampler | None = None
+        self._all_done = asyncio.Event()
+        self._all_done.set()
+        self.session_id: str | None = None
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self._connect()
+        elif isinstance(frame, TTSAudioRawFrame):
+            await self._send_audio(frame)
+            return  # it comes back with its frames
+        elif isinstance(frame, TTSStoppedFrame):
+            await self._end_utterance()
+        elif isinstance(frame, InterruptionFrame):
+            await self._interrupt()
+        elif isinstance(frame, EndFrame):
+            await self._end_utterance()
+            await self._wait_for_videos()
+            await self._disconnect()
+        elif isinstance(frame, CancelFrame):
+            await self._disconnect()
+        await self.push_frame(frame, direction)
+
+    async def _connect(self) -> None:
+        self._ws = await websockets.connect(self.url, max_size=None)
+        await self._ws.send(json.dumps({"type": "avatar_selection", "avatar_id": self.avatar_id}))
+        ready = json.loads(await self._ws.recv())
+        if ready.get("type") != "session_ready":
+            raise RuntimeError(f"the avatar service refused avatar '{self.avatar_id}': {ready}")
+        self.session_id = ready["session_id"]
+        self._receiver = self.create_task(self._receive(), name="avatar-receive")
+
+    async def _disconnect(self) -> None:
+        if self._receiver is not None:
+            await self.cancel_task(self._receiver)
+            self._receiver = None
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+
+    async def _send_audio(self, frame: TTSAudioRawFrame) -> None:
+        if self._ws is None:
+            return
+        rate, pcm = self._pcm_of(frame)
+        if not self._speaking:
+            self._speaking = True
+            self._opened += 1
+            self._all_done.clear()
+            await self.start_ttfb_metrics()
+        await self._ws.send(pack_audio_frame(rate, pcm))
+
+    def _pcm_of(self, frame: TTSAudioRawFrame) -> tuple[int, bytes]:
+        """The frame's audio as PCM16 mono at a rate the service takes (resampled only when it must be)."""
+        if frame.sample_rate in SUPPORTED_RATES and frame.num_channels == 1:
+            return frame.sample_rate, frame.audio
+        layout = "mono" if frame.num_channels == 1 else "stereo"
+        samples = np.frombuffer(frame.audio, np.int16).reshape(1, -1)
+        source = av.AudioFrame.from_ndarray(samples, format="s16", layout=layout)
+        source.sample_rate = frame.sample_rate
+        self._resampler = self._resampler or av.AudioResampler(format="s16", layout="mono", rate=RESAMPLE_RATE)
+        out = b"".join(bytes(part.planes[0])[: part.samples * 2] for part in self._resampler.resample(source))
+        return RESAMPLE_RATE, out
+
+    async def _end_utterance(self) -> None:
+        if self._speaking and self._ws is not None:
+            self._speaking = False
+            await self._ws.send(json.dumps({"type": "audio_end"}))
+
+    async def _interrupt(self) -> None:
+        """Barge-in: the service stops the utterance; nothing of it is pushed any more."""
+        self._speaking = False
+        self._interrupted.update(self._decoders)
+        self._interrupted_upto = self._opened
+        self._decoders.clear()
+        self._all_done.set()
+        if self._ws is not None:
+            await self._ws.send(json.dumps({"type": "interrupt"}))
+
+    async def _wait_for_videos(self) -> None:
+        try:
+            await asyncio.wait_for(self._all_done.wait(), END_WAIT_S)
+        except TimeoutError:
+            log.warning("the avatar's last video did not finish before the pipeline ended")
+
+    async def _receive(self) -> None:
+        assert self._ws is not None
+        async for raw in self._ws:
+            await self._on_message(json.loads(raw))
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        kind, request_id = message.get("type"), message.get("request_id")
+        if kind == "request_accepted" and request_id is not None:
+            self._answered += 1
+            if self._answered <= self._interrupted_upto:
+                self._interrupted.add(request_id)
+            else:
+                self._decoders[request_id] = Fmp4FrameDecoder()
+        elif kind == "video_chunk" and request_id in self._decoders:
+            frames = self._decoders[request_id].feed(_chunk_bytes(message), is_last=message["is_last"])
+            if message["is_last"]:
+                del self._decoders[request_id]
+            for frame in frames:
+                if request_id in self._interrupted:
+                    return
+                await self._push_av(frame)
+            if not self._decoders and not self._speaking:
+                self._all_done.set()
+        elif kind == "error" and message.get("code") != "interrupted":
+            self._decoders.pop(str(request_id), None)
+            if not self._decoders and not self._speaking:
+                self._all_done.set()
+            await self.push_frame(ErrorFrame(f"avatar service: {message.get('code')}: {message.get('message')}"))
+
+    async def _push_av(self, frame: AvFrame) -> None:
+        height, width = frame.image.shape[:2]
+        image = OutputImageRawFrame(image=frame.image.tobytes(), size=(width, height), format="RGB")
+        image.sync_with_audio = True  # shown when the audio before it has played
+        if frame.index == 0:
+            await self.stop_ttfb_metrics()
+        await self.push_frame(image)
+        await self.push_frame(TTSAudioRawFrame(audio=frame.audio.astype("<i2").tobytes(),
+                                               sample_rate=frame.sample_rate, num_channels=1))
+
+
+def _chunk_bytes(message: dict[str, Any]) -> bytes:
+    return base64.b64decode(message["data"])
