@@ -4,7 +4,9 @@ For clients that present raw frames instead of playing MP4 (a pipecat or LiveKit
 demuxed with the request's init segment, its packets decoded by one decoder per track kept across chunks
 (so AAC's overlapping frames join without a click), and the audio is cut on the video's clock: frame ``k``
 gets the samples ``[k, k + 1) * rate / fps``. A frame is given out only once its audio is complete (the
-writer's AAC runs up to two AAC frames behind its video), the rest at the request's last chunk.
+writer's AAC runs up to two AAC frames behind its video), the rest at the request's last chunk. A client that
+holds the audio itself (it sent it: the pipecat service) asks for the images alone (``with_audio=False``),
+each given out as soon as it is decoded.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def split_init_segment(chunk: bytes) -> tuple[bytes, bytes]:
 class Fmp4FrameDecoder:
     """One request's chunks in ``seq`` order → its ``AvFrame``s, each as soon as its audio is decoded."""
 
-    def __init__(self, fps: int = 25) -> None:
+    def __init__(self, fps: int = 25, *, with_audio: bool = True) -> None:
         self.fps = fps
+        self.with_audio = with_audio
         self._init: bytes | None = None
         self._video: VideoCodecContext | None = None
         self._audio: AudioCodecContext | None = None
@@ -81,7 +84,7 @@ class Fmp4FrameDecoder:
                 if packet.stream.type == "video":
                     for frame in self._video.decode(packet):
                         self._images.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
-                else:
+                elif self.with_audio:
                     # A bare copy: the demuxer marks packets by its edit list (skip and discard side data) as
                     # if each chunk were the whole track, and the decoder would drop real audio for it.
                     bare = av.Packet(bytes(packet))
@@ -120,6 +123,12 @@ class Fmp4FrameDecoder:
                 self._images.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
 
     def _complete_frames(self, *, pad: bool) -> list[AvFrame]:
+        if not self.with_audio:
+            images = [AvFrame(self._next_frame + i, image, np.zeros(0, np.int16), self.sample_rate)
+                      for i, image in enumerate(self._images)]
+            self._next_frame += len(images)
+            self._images.clear()
+            return images
         if not self.sample_rate:
             return []
         per_frame = self.sample_rate // self.fps

@@ -10,6 +10,10 @@ throw-away database), or against a gateway on this machine (``--url``, loopback 
 - **Latency**: one utterance per run (espeak-ng speech at 16 kHz, its leading silence cut so the first chunk
   is speech), sent as 100 ms ``audio_input`` chunks paced in real time, as an agent's TTS streams it. Figure:
   the first chunk sent → the first ``video_chunk`` of that request received, p50 / p95 / max.
+- **pipecat** (when the ``[pipecat]`` extra is installed): the same utterances at 24 kHz as ``TTSAudioRawFrame``s
+  of 100 ms, 100 ms apart, through ``integrations.pipecat.AvatarVideoService`` in a pipecat pipeline (its own
+  test runner); figure: the service's TTFB metric, the first audio frame taken → the first
+  ``OutputImageRawFrame`` pushed (decoded, with its audio).
 - **Drift**: one long utterance (the speech repeated) streamed in 100 ms chunks, sent ``--drift-speed``
   times faster than real time (the timeline does not depend on the pace; a 20-minute run at 1x takes 20
   minutes). At the end: where the video timeline ends (last chunk's ``pts_ms + duration_ms``) against the
@@ -116,6 +120,34 @@ async def stream_utterance(ws: Connection, audio: list[bytes], speed: float = 1.
     return started, receiver
 
 
+async def measure_pipecat(url: str, runs: int) -> list[float]:
+    from pipecat.frames.frames import MetricsFrame, TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame
+    from pipecat.metrics.metrics import TTFBMetricsData
+    from pipecat.pipeline.worker import PipelineParams
+    from pipecat.tests.utils import SleepFrame, run_test
+
+    from integrations.pipecat import AvatarVideoService
+
+    rate = 24_000
+    utterances = [speech_pcm(rate, text, voice)[: 2 * rate] for text, voice in [(ENGLISH, "en-us"), (PERSIAN, "fa")]]
+    figures = []
+    for run in range(runs + 1):  # the first is a warm-up
+        frames: list[Any] = [TTSStartedFrame()]
+        pcm = utterances[run % 2]
+        for start in range(0, len(pcm), rate // 10):
+            frames += [TTSAudioRawFrame(audio=pcm[start : start + rate // 10].astype("<i2").tobytes(),
+                                        sample_rate=rate, num_channels=1), SleepFrame(sleep=CHUNK_MS / 1000)]
+        down, _up = await run_test(AvatarVideoService(url=url, avatar_id="sample"),
+                                   frames_to_send=[*frames, TTSStoppedFrame()], start_timeout=30,
+                                   pipeline_params=PipelineParams(enable_metrics=True))
+        ttfb = [d.value for f in down if isinstance(f, MetricsFrame) for d in f.data
+                if isinstance(d, TTFBMetricsData) and d.value > 0]
+        if run > 0:
+            figures.append(ttfb[0] * 1000)
+            print(f"  … pipecat run {run}/{runs}: {figures[-1]:.0f} ms", file=sys.stderr, flush=True)
+    return figures
+
+
 async def measure_latency(url: str, runs: int) -> list[float]:
     texts = [(ENGLISH, "en-us"), (PERSIAN, "fa")]
     utterances = [pieces(speech(text, voice)[: 2 * RATE]) for text, voice in texts]  # 2 s each
@@ -208,9 +240,13 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def report(latency: list[float], drift: dict[str, float] | None, minutes: float, speed: float) -> str:
+def report(latency: list[float], pipecat: list[float], drift: dict[str, float] | None, minutes: float,
+           speed: float) -> str:
     rows = [["audio in (100 ms chunks) → first video chunk", len(latency), statistics.median(latency),
              percentile(latency, 0.95), max(latency)]]
+    if pipecat:
+        rows.append(["pipecat: first TTS audio → first image frame", len(pipecat), statistics.median(pipecat),
+                     percentile(pipecat, 0.95), max(pipecat)])
     parts = [table("Audio input over the WebSocket (ms)", ["figure", "runs", "p50", "p95", "max"], rows,
                    lambda c: f"{c:.0f}" if isinstance(c, float) else str(c))]
     if drift is not None:
@@ -224,17 +260,28 @@ def report(latency: list[float], drift: dict[str, float] | None, minutes: float,
 
 async def run(url: str, args: argparse.Namespace) -> str:
     latency = await measure_latency(url, args.runs)
+    pipecat = await measure_pipecat(url, args.runs) if args.pipecat and _has_pipecat() else []
     drift = None
     if args.drift_minutes > 0:
         print(f"  … drift: {args.drift_minutes:g} min of speech at {args.drift_speed:g}x", file=sys.stderr, flush=True)
         drift = await measure_drift(url, args.drift_minutes, args.drift_speed)
-    return report(latency, drift, args.drift_minutes, args.drift_speed)
+    return report(latency, pipecat, drift, args.drift_minutes, args.drift_speed)
+
+
+def _has_pipecat() -> bool:
+    try:
+        import pipecat  # noqa: F401
+    except ImportError:
+        print("  … pipecat is not installed (the [pipecat] extra): its row is left out", file=sys.stderr)
+        return False
+    return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running gateway's /ws/stream (loopback only); default: start a stack")
     parser.add_argument("--runs", type=int, default=20, help="utterances timed (default 20)")
+    parser.add_argument("--no-pipecat", dest="pipecat", action="store_false", help="skip the pipecat figure")
     parser.add_argument("--drift-minutes", type=float, default=2.0, help="length of the drift run (0: skip)")
     parser.add_argument("--drift-speed", type=float, default=4.0, help="times real time the drift audio is sent")
     args = parser.parse_args()

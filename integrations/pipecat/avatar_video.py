@@ -3,8 +3,11 @@
 Placed after the TTS, it streams each ``TTSAudioRawFrame`` to the service's WebSocket as binary ``PCM1`` frames
 (an utterance per TTS response, ended by ``TTSStoppedFrame``), and pushes downstream, for every 40 ms video frame
 of the lip-synced answer, an ``OutputImageRawFrame`` (RGB, shown in step with the audio) followed by the
-``TTSAudioRawFrame`` of the audio that frame shows: the agent's own audio, as it came back in the video. The TTS
-audio itself is not passed on, so the transport plays one track, in sync with the face. An
+``TTSAudioRawFrame`` of the audio that frame shows. That audio is the agent's own, exactly as sent: the service
+cuts an utterance by a fixed rule (``producers.audio.Utterance``: leading silence dropped, whole 40 ms frames),
+so a mirror of that cut here knows the samples of every video frame without decoding the video's AAC, and
+each image goes out as soon as it is decoded. The TTS frames themselves are not passed on, so the transport
+plays one track, in sync with the face. An
 ``InterruptionFrame`` interrupts the utterance in the service and drops every frame of it not pushed yet. The
 time from an utterance's first audio to its first image is pipecat's TTFB metric of this processor.
 """
@@ -34,7 +37,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from consumers.fmp4_frames import AvFrame, Fmp4FrameDecoder
-from producers.audio import SUPPORTED_RATES
+from producers.audio import SUPPORTED_RATES, AudioError, Utterance, UtteranceTarget, pcm16_samples
 from schemas.websocket import pack_audio_frame
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,11 @@ class AvatarVideoService(FrameProcessor):
         self._opened = 0
         self._answered = 0
         self._interrupted_upto = 0
+        self._mirror: Utterance | None = None  # the service's cut of the utterance being sent
+        # Utterances opened and not answered yet → their timeline audio and rate; the one being sent.
+        self._timelines: dict[int, tuple[bytearray, int]] = {}
+        self._sending: tuple[bytearray, int] = (bytearray(), RESAMPLE_RATE)
+        self._timeline_of: dict[str, tuple[bytearray, int]] = {}  # request → (its timeline, its rate)
         self._resampler: av.AudioResampler | None = None
         self._all_done = asyncio.Event()
         self._all_done.set()
@@ -113,8 +121,21 @@ class AvatarVideoService(FrameProcessor):
             self._speaking = True
             self._opened += 1
             self._all_done.clear()
+            self._mirror = Utterance(UtteranceTarget("mirror", "mirror", self.avatar_id, rate), max_samples=2**62)
+            self._sending = self._timelines[self._opened] = (bytearray(), rate)
             await self.start_ttfb_metrics()
         await self._ws.send(pack_audio_frame(rate, pcm))
+        self._mirror_cut(lambda mirror: mirror.add(pcm16_samples(pcm)))
+
+    def _mirror_cut(self, cut: Any) -> None:
+        """The segments the service cuts from what was sent, kept as the utterance's timeline audio."""
+        if self._mirror is None:
+            return
+        try:
+            for segment in cut(self._mirror):
+                self._sending[0].extend(segment.pcm16)
+        except AudioError:  # the service refuses the same audio and says so (an ErrorFrame)
+            pass
 
     def _pcm_of(self, frame: TTSAudioRawFrame) -> tuple[int, bytes]:
         """The frame's audio as PCM16 mono at a rate the service takes (resampled only when it must be)."""
@@ -132,10 +153,13 @@ class AvatarVideoService(FrameProcessor):
         if self._speaking and self._ws is not None:
             self._speaking = False
             await self._ws.send(json.dumps({"type": "audio_end"}))
+            self._mirror_cut(lambda mirror: mirror.end())
+            self._mirror = None
 
     async def _interrupt(self) -> None:
         """Barge-in: the service stops the utterance; nothing of it is pushed any more."""
         self._speaking = False
+        self._mirror = None
         self._interrupted.update(self._decoders)
         self._interrupted_upto = self._opened
         self._decoders.clear()
@@ -158,35 +182,47 @@ class AvatarVideoService(FrameProcessor):
         kind, request_id = message.get("type"), message.get("request_id")
         if kind == "request_accepted" and request_id is not None:
             self._answered += 1
+            sent = self._timelines.pop(self._answered)
             if self._answered <= self._interrupted_upto:
                 self._interrupted.add(request_id)
             else:
-                self._decoders[request_id] = Fmp4FrameDecoder()
+                self._decoders[request_id] = Fmp4FrameDecoder(with_audio=False)
+                self._timeline_of[request_id] = sent
         elif kind == "video_chunk" and request_id in self._decoders:
             frames = self._decoders[request_id].feed(_chunk_bytes(message), is_last=message["is_last"])
+            timeline, rate = self._timeline_of[request_id]
             if message["is_last"]:
                 del self._decoders[request_id]
+                del self._timeline_of[request_id]
             for frame in frames:
                 if request_id in self._interrupted:
                     return
-                await self._push_av(frame)
+                await self._push_av(frame, timeline, rate)
             if not self._decoders and not self._speaking:
                 self._all_done.set()
         elif kind == "error" and message.get("code") != "interrupted":
+            if request_id is None and self._answered < self._opened:
+                # Only an utterance's opening is refused without a request id (e.g. rate_limited): it is over.
+                self._answered += 1
+                self._timelines.pop(self._answered, None)
             self._decoders.pop(str(request_id), None)
+            self._timeline_of.pop(str(request_id), None)
             if not self._decoders and not self._speaking:
                 self._all_done.set()
             await self.push_frame(ErrorFrame(f"avatar service: {message.get('code')}: {message.get('message')}"))
 
-    async def _push_av(self, frame: AvFrame) -> None:
+    async def _push_av(self, frame: AvFrame, timeline: bytearray, rate: int) -> None:
+        """The image, then the audio it shows: its 40 ms of the timeline (silence past what was sent)."""
         height, width = frame.image.shape[:2]
         image = OutputImageRawFrame(image=frame.image.tobytes(), size=(width, height), format="RGB")
         image.sync_with_audio = True  # shown when the audio before it has played
         if frame.index == 0:
             await self.stop_ttfb_metrics()
+        per_frame = 2 * (rate // 25)
+        audio = bytes(timeline[frame.index * per_frame : (frame.index + 1) * per_frame])
         await self.push_frame(image)
-        await self.push_frame(TTSAudioRawFrame(audio=frame.audio.astype("<i2").tobytes(),
-                                               sample_rate=frame.sample_rate, num_channels=1))
+        await self.push_frame(TTSAudioRawFrame(audio=audio.ljust(per_frame, b"\0"), sample_rate=rate,
+                                               num_channels=1))
 
 
 def _chunk_bytes(message: dict[str, Any]) -> bytes:
