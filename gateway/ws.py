@@ -28,6 +28,7 @@ from gateway.speak import Refusal, UsableAvatar, admit, admit_audio, send, send_
 from producers.audio import AudioError, Utterance, check_format
 from schemas.avatar import VoiceChoice
 from schemas.common import new_id
+from schemas.speech import SpeechSegment
 from schemas.websocket import (
     CLIENT_MESSAGE,
     CLIENT_TYPES,
@@ -239,7 +240,7 @@ class StreamSession:
             raise Refusal.of_audio(error, request_id) from None
         await self._send_audio(utterance, segments)
 
-    async def _send_audio(self, utterance: Utterance, segments: list[Any]) -> None:
+    async def _send_audio(self, utterance: Utterance, segments: list[SpeechSegment]) -> None:
         try:
             await send_segments(self.services.producer, segments)
         except Refusal:  # a lost segment would leave a hole in the video: the utterance ends here
