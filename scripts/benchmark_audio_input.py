@@ -121,6 +121,7 @@ async def stream_utterance(ws: Connection, audio: list[bytes], speed: float = 1.
 
 
 async def measure_pipecat(url: str, runs: int) -> list[float]:
+    from loguru import logger
     from pipecat.frames.frames import MetricsFrame, TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame
     from pipecat.metrics.metrics import TTFBMetricsData
     from pipecat.pipeline.worker import PipelineParams
@@ -128,6 +129,8 @@ async def measure_pipecat(url: str, runs: int) -> list[float]:
 
     from integrations.pipecat import AvatarVideoService
 
+    logger.remove()  # pipecat logs every pipeline step at DEBUG: only warnings here
+    logger.add(sys.stderr, level="WARNING")
     rate = 24_000
     utterances = [speech_pcm(rate, text, voice)[: 2 * rate] for text, voice in [(ENGLISH, "en-us"), (PERSIAN, "fa")]]
     figures = []

@@ -6,11 +6,14 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
+import urllib.request
 from typing import Any
 
 import pytest
 import websockets
 
+from producers.audio import Utterance, UtteranceTarget, pcm16_samples
 from schemas.websocket import pack_audio_frame
 from tests.integration.stack import RunningStack
 from tests.media import decode_mp4
@@ -236,3 +239,30 @@ async def test_resume_by_cursor_mid_utterance_delivers_every_chunk_once(stack: R
     assert [c["seq"] for c in received] == list(range(len(received))), "no gap and no duplicate"
     assert abs(decode_mp4(joined(received)).video_duration_s - len(pcm) / rate) <= 0.25
 
+
+
+def estimated_segments(stack: RunningStack) -> float:
+    """The lip-sync processors' count of segments articulated by the audio estimator (from /metrics)."""
+    with urllib.request.urlopen(stack.http + "/metrics", timeout=5) as response:
+        body = response.read().decode()
+    return sum(float(line.split()[-1]) for line in body.splitlines()
+               if line.startswith("avatar_lipsync_segments_total{") and 'source="estimated"' in line)
+
+
+async def test_audio_input_is_articulated_by_the_lipsync_audio_estimator(stack: RunningStack) -> None:
+    rate = 16_000
+    pieces = chunks(speech_pcm(rate), rate)
+    mirror = Utterance(UtteranceTarget("r", "s", "sample", rate), max_samples=10**9)  # the gateway's own cut
+    expected = sum(len(mirror.add(pcm16_samples(piece))) for piece in pieces) + len(mirror.end())
+    before = estimated_segments(stack)
+    async with await connect(stack) as ws:
+        await select_sample(ws)
+        for piece in pieces:
+            await send_audio(ws, piece, rate)
+        await send(ws, type="audio_end")
+        request_id = (await recv(ws))["request_id"]
+        await chunks_until_last(ws, request_id)
+    deadline = time.monotonic() + 10
+    while estimated_segments(stack) - before < expected:  # processors report with their heartbeat, every 2 s
+        assert time.monotonic() < deadline, f"{estimated_segments(stack) - before} of {expected} segments estimated"
+        await asyncio.sleep(0.5)
