@@ -129,8 +129,8 @@ class StreamSession:
         finally:
             metrics.ACTIVE_CONNECTIONS.dec()
             sender.cancel()
+            self._detach()  # first: a client resuming at once on another connection must find no listener here
             await self._finish_utterance()
-            self._detach()
 
     async def _on_frame(self, frame: Mapping[str, Any]) -> None:
         try:
