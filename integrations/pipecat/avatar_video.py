@@ -9,7 +9,9 @@ so a mirror of that cut here knows the samples of every video frame without deco
 each image goes out as soon as it is decoded. The TTS frames themselves are not passed on, so the transport
 plays one track, in sync with the face. An
 ``InterruptionFrame`` interrupts the utterance in the service and drops every frame of it not pushed yet. The
-time from an utterance's first audio to its first image is pipecat's TTFB metric of this processor.
+time from an utterance's first audio to its first image is pipecat's TTFB metric of this processor. Without
+the service (unreachable at start, or the connection lost) the agent keeps its voice: the TTS frames pass
+through unchanged and an ``ErrorFrame`` says why the face is missing.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class AvatarVideoService(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, StartFrame):
             await self._connect()
-        elif isinstance(frame, TTSAudioRawFrame):
+        elif isinstance(frame, TTSAudioRawFrame) and self._ws is not None:
             await self._send_audio(frame)
             return  # it comes back with its frames
         elif isinstance(frame, TTSStoppedFrame):
@@ -97,13 +99,31 @@ class AvatarVideoService(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def _connect(self) -> None:
-        self._ws = await websockets.connect(self.url, max_size=None)
-        await self._ws.send(json.dumps({"type": "avatar_selection", "avatar_id": self.avatar_id}))
-        ready = json.loads(await self._ws.recv())
+        try:
+            ws = await websockets.connect(self.url, max_size=None)
+            await ws.send(json.dumps({"type": "avatar_selection", "avatar_id": self.avatar_id}))
+            ready = json.loads(await ws.recv())
+        except (OSError, websockets.WebSocketException) as error:
+            await self.push_error(f"avatar service unreachable at {self.url}: {error}; speaking without a face")
+            return
         if ready.get("type") != "session_ready":
-            raise RuntimeError(f"the avatar service refused avatar '{self.avatar_id}': {ready}")
+            await ws.close()
+            await self.push_error(f"the avatar service refused avatar '{self.avatar_id}': {ready.get('message')}")
+            return
+        self._ws = ws
         self.session_id = ready["session_id"]
         self._receiver = self.create_task(self._receive(), name="avatar-receive")
+
+    async def _send(self, data: str | bytes) -> None:
+        """One message to the service; a lost connection leaves the agent its voice and says so."""
+        if self._ws is None:
+            return
+        try:
+            await self._ws.send(data)
+        except websockets.ConnectionClosed as closed:
+            self._ws = None
+            self._all_done.set()
+            await self.push_error(f"the avatar service closed the connection ({closed}); speaking without a face")
 
     async def _disconnect(self) -> None:
         if self._receiver is not None:
@@ -114,8 +134,6 @@ class AvatarVideoService(FrameProcessor):
             self._ws = None
 
     async def _send_audio(self, frame: TTSAudioRawFrame) -> None:
-        if self._ws is None:
-            return
         rate, pcm = self._pcm_of(frame)
         if not self._speaking:
             self._speaking = True
@@ -124,7 +142,7 @@ class AvatarVideoService(FrameProcessor):
             self._mirror = Utterance(UtteranceTarget("mirror", "mirror", self.avatar_id, rate), max_samples=2**62)
             self._sending = self._timelines[self._opened] = (bytearray(), rate)
             await self.start_ttfb_metrics()
-        await self._ws.send(pack_audio_frame(rate, pcm))
+        await self._send(pack_audio_frame(rate, pcm))
         self._mirror_cut(lambda mirror: mirror.add(pcm16_samples(pcm)))
 
     def _mirror_cut(self, cut: Any) -> None:
@@ -152,7 +170,7 @@ class AvatarVideoService(FrameProcessor):
     async def _end_utterance(self) -> None:
         if self._speaking and self._ws is not None:
             self._speaking = False
-            await self._ws.send(json.dumps({"type": "audio_end"}))
+            await self._send(json.dumps({"type": "audio_end"}))
             self._mirror_cut(lambda mirror: mirror.end())
             self._mirror = None
 
@@ -164,8 +182,7 @@ class AvatarVideoService(FrameProcessor):
         self._interrupted_upto = self._opened
         self._decoders.clear()
         self._all_done.set()
-        if self._ws is not None:
-            await self._ws.send(json.dumps({"type": "interrupt"}))
+        await self._send(json.dumps({"type": "interrupt"}))
 
     async def _wait_for_videos(self) -> None:
         try:
@@ -175,8 +192,15 @@ class AvatarVideoService(FrameProcessor):
 
     async def _receive(self) -> None:
         assert self._ws is not None
-        async for raw in self._ws:
-            await self._on_message(json.loads(raw))
+        try:
+            async for raw in self._ws:
+                await self._on_message(json.loads(raw))
+        except websockets.ConnectionClosed:
+            pass
+        # Not cancelled by _disconnect: the service went away under us.
+        self._ws = None
+        self._all_done.set()
+        await self.push_error("the avatar service closed the connection; speaking without a face")
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         kind, request_id = message.get("type"), message.get("request_id")

@@ -8,6 +8,7 @@ import pytest
 pipecat = pytest.importorskip("pipecat", reason="the [pipecat] extra is not installed")
 
 from pipecat.frames.frames import (  # noqa: E402
+    ErrorFrame,
     InterruptionFrame,
     MetricsFrame,
     OutputImageRawFrame,
@@ -19,6 +20,7 @@ from pipecat.metrics.metrics import TTFBMetricsData  # noqa: E402
 from pipecat.pipeline.worker import PipelineParams  # noqa: E402
 from pipecat.tests.utils import SleepFrame, run_test  # noqa: E402
 
+from infra.broker import free_port  # noqa: E402
 from integrations.pipecat import AvatarVideoService  # noqa: E402
 from producers.audio import AUDIBLE_PEAK  # noqa: E402
 from tests.integration.stack import RunningStack  # noqa: E402
@@ -66,3 +68,14 @@ async def test_an_interruption_drops_the_rest_of_the_utterance_and_the_next_one_
     after = [f for f in down[cut:] if isinstance(f, OutputImageRawFrame)]
     assert 0 < len(before) < len(long_speech) / RATE / 0.04, "the first utterance was cut short"
     assert abs(len(after) * 0.04 - 0.5) <= 0.1, "after the interruption only the second utterance's frames"
+
+
+async def test_without_the_service_the_agent_keeps_its_voice_and_is_told_why() -> None:
+    pcm = speech_pcm(RATE)[: RATE // 2]
+    service = AvatarVideoService(url=f"ws://127.0.0.1:{free_port()}/ws/stream", avatar_id="sample")
+    down, up = await run_test(service, frames_to_send=[TTSStartedFrame(), *tts_frames(pcm), TTSStoppedFrame()],
+                              start_timeout=15)
+    passed = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    assert b"".join(f.audio for f in passed) == pcm.astype("<i2").tobytes(), "the TTS audio, unchanged"
+    assert not [f for f in down if isinstance(f, OutputImageRawFrame)]
+    assert any(isinstance(f, ErrorFrame) and "unreachable" in f.error for f in up)
