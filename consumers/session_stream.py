@@ -34,12 +34,16 @@ class SessionStreamConsumer:
     consumer's thread and must hand work off quickly (e.g. ``loop.call_soon_threadsafe``).
 
     Assignment changes are queued and applied by the polling thread itself: librdkafka's assign calls
-    block while another thread is inside poll(), and a busy poll loop would starve them.
+    block while another thread is inside poll(), and a busy poll loop would starve them. A listener hears its
+    topic only once its own assignment is applied: until then a record the consumer returns is from the topic's
+    previous assignment (another connection's position, say, when a session is resumed right after its
+    connection dropped) and would reach the new listener out of order.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.consumer = Consumer(consumer_config(settings, group_id=None))
         self._listeners: dict[str, Listener] = {}
+        self._unapplied: dict[str, int] = {}  # topic → listen() calls whose assignment is still queued
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,17 +59,24 @@ class SessionStreamConsumer:
         with self._lock:
             had = topic in self._listeners
             self._listeners[topic] = listener
+            self._unapplied[topic] = self._unapplied.get(topic, 0) + 1
 
         def assign() -> None:
-            if had:
-                self._unassign(topic)
-            # Fetch the new topic's metadata now: left to itself librdkafka learns the leader of a
-            # just-created topic only on its next periodic refresh, ~0.8 s later (measured on Tansu).
             try:
-                self.consumer.list_topics(topic, timeout=5)
-            except KafkaException:  # the broker is away: assign anyway, librdkafka catches up when it is back
-                log.warning("no metadata for a session topic yet", extra={"topic": topic})
-            self.consumer.incremental_assign([TopicPartition(topic, 0, from_offset)])
+                if had:
+                    self._unassign(topic)
+                # Fetch the new topic's metadata now: left to itself librdkafka learns the leader of a
+                # just-created topic only on its next periodic refresh, ~0.8 s later (measured on Tansu).
+                try:
+                    self.consumer.list_topics(topic, timeout=5)
+                except KafkaException:  # the broker is away: assign anyway, librdkafka catches up when it is back
+                    log.warning("no metadata for a session topic yet", extra={"topic": topic})
+                self.consumer.incremental_assign([TopicPartition(topic, 0, from_offset)])
+            finally:
+                with self._lock:
+                    left = self._unapplied.pop(topic, 1) - 1
+                    if left:
+                        self._unapplied[topic] = left
 
         self._changes.put(assign)
 
@@ -130,7 +141,7 @@ class SessionStreamConsumer:
     def _dispatch(self, message: Message) -> None:
         topic = message.topic() or ""
         with self._lock:
-            listener = self._listeners.get(topic)
+            listener = None if topic in self._unapplied else self._listeners.get(topic)
         if listener is None:
             return
         try:

@@ -13,7 +13,7 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, service="gateway")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                log_level=settings.log_level.lower(), ws_max_size=1024 * 1024)
+                log_level=settings.log_level.lower(), ws_max_size=settings.ws_max_message_bytes)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The one door for a text request, WebSocket or REST: the checks, the avatar and its voice, then Kafka."""
+"""The one door for a request, text or audio, WebSocket or REST: the checks, the avatar and its voice, then Kafka."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from gateway.auth import Principal
 from gateway.voice import effective_voice
 from infra.avatar_store import AvatarStore
 from infra.settings import Settings
+from producers.audio import AudioError, UtteranceTarget, check_format
 from producers.client import AvatarProducer, ProduceError
 from schemas.avatar import VoiceChoice
 from schemas.common import Language
+from schemas.speech import SpeechSegment
 
 LANGUAGES: dict[str | None, Language | None] = {"fa": "fa", "en": "en", None: None}
 
@@ -19,10 +21,15 @@ LANGUAGES: dict[str | None, Language | None] = {"fa": "fa", "en": "en", None: No
 class Refusal(Exception):
     """A request the gateway does not pass on: a stable error code and a sentence for people."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.request_id = request_id  # the request it concerns, when one was accepted already (audio)
+
+    @classmethod
+    def of_audio(cls, error: AudioError, request_id: str | None = None) -> Refusal:
+        return cls(error.code, error.message, request_id)
 
 
 @dataclass(frozen=True)
@@ -74,3 +81,52 @@ async def send(producer: AvatarProducer, admitted: Admitted, *, session_id: str,
                                 tts=admitted.voice.tts, voice=admitted.voice.voice)
     except ProduceError as error:
         raise Refusal("unavailable", f"the request could not be queued: {error}") from None
+
+
+@dataclass(frozen=True)
+class AdmittedAudio:
+    """An utterance of the agent's own audio that passed the door: whose, at which rate, labelled how."""
+
+    avatar_id: str
+    sample_rate: int
+    language: Language
+    text: str
+
+    def target(self, *, session_id: str, request_id: str) -> UtteranceTarget:
+        return UtteranceTarget(request_id=request_id, session_id=session_id, avatar_id=self.avatar_id,
+                               sample_rate=self.sample_rate, language=self.language, text=self.text)
+
+
+def admit_audio(settings: Settings, avatar: UsableAvatar, sample_rate: int, *, sample_format: str = "pcm_s16le",
+                channels: int = 1, language: str | None = None, text: str | None = None) -> AdmittedAudio:
+    """Check an utterance's format and labels; its samples are checked as they come (producers/audio.py)."""
+    try:
+        check_format(sample_rate, sample_format, channels)
+    except AudioError as error:
+        raise Refusal.of_audio(error) from None
+    if language not in LANGUAGES:
+        raise Refusal("unsupported_language", f"language {language!r} is not supported; use 'fa', 'en', or omit it")
+    subtitle = (text or "").strip()
+    if len(subtitle) > settings.max_text_chars:
+        raise Refusal("text_too_long", f"text has {len(subtitle)} characters; the limit is {settings.max_text_chars}")
+    # The language only labels the segments (the lip-sync reads the sound): absent, the service's first language.
+    return AdmittedAudio(avatar.avatar_id, sample_rate, LANGUAGES[language] or "fa", subtitle)
+
+
+def check_message_length(settings: Settings, pcm_bytes: int, sample_rate: int) -> None:
+    """Refuse one message holding more than AUDIO_MAX_MESSAGE_S of audio (the utterance may be longer)."""
+    seconds = pcm_bytes / 2 / sample_rate
+    if seconds > settings.audio_max_message_s:
+        raise Refusal("audio_message_too_long", f"one message holds {seconds:.1f} s of audio; at most "
+                                                f"{settings.audio_max_message_s:g} s a message (AUDIO_MAX_MESSAGE_S): "
+                                                "send it in smaller chunks")
+
+
+async def send_segments(producer: AvatarProducer, segments: list[SpeechSegment]) -> None:
+    """Hand an utterance's segments to the speech topic, in order; a broker that does not take them is a Refusal."""
+    if not segments:
+        return
+    try:
+        await asyncio.to_thread(producer.send_segments, segments)
+    except ProduceError as error:
+        raise Refusal("unavailable", f"the audio could not be queued: {error}", segments[0].meta.request_id) from None

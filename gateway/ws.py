@@ -18,17 +18,22 @@ from pydantic import ValidationError
 from consumers.session_reader import Chunk, StreamItem, decode_session_record
 from consumers.session_stream import Record
 from gateway import metrics
+from gateway.audio_input import AudioChunk, chunk_of_frame, chunk_of_message
 from gateway.auth import ADMIN, Principal
 from gateway.forwarding import Forwarder, Verdict
 from gateway.idle_clips import idle_clip_url
 from gateway.ratelimit import caller_key
 from gateway.services import Services
-from gateway.speak import Refusal, UsableAvatar, admit, send, usable_avatar
+from gateway.speak import Refusal, UsableAvatar, admit, admit_audio, send, send_segments, usable_avatar
+from producers.audio import AudioError, Utterance, check_format
 from schemas.avatar import VoiceChoice
 from schemas.common import new_id
+from schemas.speech import SpeechSegment
 from schemas.websocket import (
     CLIENT_MESSAGE,
     CLIENT_TYPES,
+    AudioEnd,
+    AudioInput,
     AvatarSelection,
     Error,
     Interrupt,
@@ -43,7 +48,7 @@ from schemas.websocket import (
 )
 
 log = logging.getLogger(__name__)
-ClientMessage = AvatarSelection | TextInput | Interrupt | Resume | Ping
+ClientMessage = AvatarSelection | TextInput | AudioInput | AudioEnd | Interrupt | Resume | Ping
 CLOSE_TOO_SLOW = 4008
 
 
@@ -108,6 +113,7 @@ class StreamSession:
         self.latency = metrics.LatencyWatch()
         # Read with the avatar's access check, so text inputs need no database (they go on through an outage).
         self.avatar: UsableAvatar | None = None
+        self.utterance: Utterance | None = None  # the audio utterance being received, between audio_input and end
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
@@ -123,20 +129,22 @@ class StreamSession:
         finally:
             metrics.ACTIVE_CONNECTIONS.dec()
             sender.cancel()
-            self._detach()
+            self._detach()  # first: a client resuming at once on another connection must find no listener here
+            await self._finish_utterance()
 
     async def _on_frame(self, frame: Mapping[str, Any]) -> None:
         try:
             if frame.get("text") is None:
-                raise Refusal("binary_not_supported", "send JSON text frames, not binary frames")
-            await self._on_message(parse_client_message(frame["text"]))
+                await self._hear(chunk_of_frame(self.settings, frame.get("bytes") or b""))
+            else:
+                await self._on_message(parse_client_message(frame["text"]))
         except psycopg.OperationalError:
             metrics.ERRORS.labels("database_unavailable").inc()
             await self.outbox.put(_dump(Error(code="database_unavailable", message=(
                 "the database is unavailable: sessions already speaking go on; try this again shortly"))))
         except Refusal as error:
             metrics.ERRORS.labels(error.code).inc()
-            await self.outbox.put(_dump(Error(code=error.code, message=error.message)))
+            await self.outbox.put(_dump(Error(code=error.code, message=error.message, request_id=error.request_id)))
 
     async def _on_message(self, message: ClientMessage) -> None:
         match message:
@@ -144,6 +152,10 @@ class StreamSession:
                 await self._select(message)
             case TextInput():
                 await self._say(message)
+            case AudioInput():
+                await self._hear(chunk_of_message(self.settings, message))
+            case AudioEnd():
+                await self._audio_end()
             case Interrupt():
                 await self._interrupt(message)
             case Resume():
@@ -182,10 +194,81 @@ class StreamSession:
         await self.outbox.put(_dump(RequestAccepted(request_id=request_id, language=admitted.language,
                                                     queued_behind=self.forwarder.queued_behind)))
 
+    async def _hear(self, chunk: AudioChunk) -> None:
+        """Audio of the utterance in progress (its first chunk opens it); complete segments go to Kafka at once."""
+        if self.session_id is None or self.avatar is None:
+            raise Refusal("no_avatar_selected", "send an avatar_selection (or resume) before audio_input")
+        utterance = self.utterance or await self._open_utterance(chunk)
+        request_id = utterance.target.request_id
+        try:
+            if chunk.sample_rate != utterance.target.sample_rate:
+                raise AudioError("sample_rate_changed", f"this utterance is at {utterance.target.sample_rate} Hz; "
+                                                        f"got {chunk.sample_rate} Hz (send audio_end first)")
+            check_format(chunk.sample_rate, chunk.sample_format, chunk.channels)
+            segments = utterance.add(chunk.pcm)
+        except AudioError as error:  # this chunk is refused; the utterance goes on
+            raise Refusal.of_audio(error, request_id) from None
+        await self._send_audio(utterance, segments)
+
+    async def _open_utterance(self, chunk: AudioChunk) -> Utterance:
+        assert self.session_id is not None and self.avatar is not None
+        admitted = admit_audio(self.settings, self.avatar, chunk.sample_rate, sample_format=chunk.sample_format,
+                               channels=chunk.channels, language=chunk.language, text=chunk.text)
+        limiter = self.websocket.app.state.limits.requests
+        if not limiter.allow(self.caller):
+            raise Refusal("rate_limited", f"too many requests; wait {limiter.retry_after_s()} s")
+        request_id = new_id()
+        self.utterance = Utterance(admitted.target(session_id=self.session_id, request_id=request_id),
+                                   max_samples=int(self.settings.audio_max_utterance_s * chunk.sample_rate))
+        self.forwarder.accept(request_id)
+        self.latency.accepted(request_id)
+        metrics.REQUESTS.labels(admitted.language).inc()
+        # Accepted before any of its audio is produced, so the answer always comes before the first chunk.
+        await self.outbox.put(_dump(RequestAccepted(request_id=request_id, language=admitted.language,
+                                                    queued_behind=self.forwarder.queued_behind)))
+        return self.utterance
+
+    async def _audio_end(self) -> None:
+        utterance, self.utterance = self.utterance, None
+        if utterance is None:
+            raise Refusal("no_audio", "audio_end without audio: send audio_input first")
+        request_id = utterance.target.request_id
+        try:
+            segments = utterance.end()
+        except AudioError as error:  # e.g. silent_audio: nothing was produced, the request is over
+            self._withdraw(request_id)
+            raise Refusal.of_audio(error, request_id) from None
+        await self._send_audio(utterance, segments)
+
+    async def _send_audio(self, utterance: Utterance, segments: list[SpeechSegment]) -> None:
+        try:
+            await send_segments(self.services.producer, segments)
+        except Refusal:  # a lost segment would leave a hole in the video: the utterance ends here
+            if self.utterance is utterance:
+                self.utterance = None
+            self._withdraw(utterance.target.request_id)
+            raise
+
+    def _withdraw(self, request_id: str) -> None:
+        self.forwarder.withdraw(request_id)
+        self.latency.withdrawn(request_id)
+
+    async def _finish_utterance(self) -> None:
+        """The connection ends mid-utterance: what was heard is finished, so a resumed client gets its video."""
+        utterance, self.utterance = self.utterance, None
+        if utterance is None or not utterance.audible:
+            return
+        try:
+            await send_segments(self.services.producer, utterance.end())
+        except (Refusal, AudioError):
+            log.warning("an open utterance could not be finished", extra={"request_id": utterance.target.request_id})
+
     async def _interrupt(self, message: Interrupt) -> None:
         if self.session_id is None:
             raise Refusal("no_session", "nothing to interrupt: no session selected")
         stopped = self.forwarder.interrupt(message.request_id)
+        if self.utterance is not None and self.utterance.target.request_id in stopped:
+            self.utterance = None  # its remaining audio is not wanted: the next audio_input opens a new utterance
         metrics.INTERRUPTS.inc(len(stopped))
         await self.outbox.put(_dump(Interrupted(request_ids=stopped)))
         if stopped:
@@ -194,6 +277,7 @@ class StreamSession:
     async def _resume(self, message: Resume) -> None:
         record = await asyncio.to_thread(self.registry.resumable, message.session_id, self.principal)
         self.avatar = await usable_avatar(self.services.store, self.principal, record.avatar_id)
+        await self._finish_utterance()  # it belongs to the session being left
         self._detach()
         self.session_id = record.session_id
         if message.cursor is not None:

@@ -166,6 +166,18 @@ class Settings(BaseSettings):
     # WebSocket sessions
     session_idle_ttl_s: float = Field(600.0, ge=5, description="an unused session's topic is deleted after this")
     ws_max_pending_messages: int = Field(256, ge=8, description="a client this far behind is dropped (resumable)")
+    ws_max_message_bytes: Bytes = Field(1024 * 1024, ge=64 * 1024,
+                                        description="largest WebSocket message read; a larger one closes the "
+                                                    "connection with 1009 (the session can be resumed)")
+
+    # Audio input (the agent's own speech instead of text; producers/audio.py, docs/clients.md)
+    # 5 s at 48 kHz is 640 kB of base64: it fits WS_MAX_MESSAGE_BYTES, so a long message is answered, not cut off.
+    audio_max_message_s: float = Field(5.0, gt=0, le=600, description="most audio in one audio_input message or "
+                                       "binary frame; more is refused (audio_message_too_long)")
+    audio_max_utterance_s: float = Field(1800.0, gt=0, le=24 * 3600, description="longest utterance or audio file; "
+                                         "longer is refused (audio_too_long)")
+    audio_max_upload_bytes: Bytes = Field(50 * 1024 * 1024, ge=1024,
+                                          description="largest audio file on POST /avatar/process (a size)")
 
     # Lip-sync
     lipsync_engine: Literal["embedded", "wav2lip"] = Field("embedded",

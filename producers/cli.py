@@ -1,4 +1,4 @@
-"""The ``avatar-stream`` command: say text through Kafka into an MP4, or register an avatar over HTTP."""
+"""The ``avatar-stream`` command: say text or an audio file through Kafka into an MP4, or register an avatar."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from typing import Any, BinaryIO, TextIO, get_args
 from pydantic import ValidationError
 
 from infra.settings import Settings, load_settings
+from producers.audio import AudioError
+from producers.audio_file import DecodedAudio, decode_audio_file
 from producers.client import AvatarProducer, Chunk, PipelineError, ProduceError, StreamTimeout
 from schemas.common import Language
 from schemas.requests import TextRequest, TtsEngineName
@@ -36,9 +38,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     default_bootstrap = settings.kafka_bootstrap_servers or f"127.0.0.1:{settings.embedded_kafka_port}"
 
-    say = commands.add_parser("say", help="send text into avatar.requests and write the finished MP4",
-                              description="Send TEXT into Kafka and write the lip-synced MP4 the pipeline returns.")
-    say.add_argument("text", nargs="+", help="what the avatar says (quote it; '-' reads standard input)")
+    say = commands.add_parser("say", help="send text (or --audio) into Kafka and write the finished MP4",
+                              description="Send TEXT into Kafka and write the lip-synced MP4 the pipeline returns; "
+                                          "with --audio, lip-sync that speech instead (no TTS; TEXT, if given, is "
+                                          "its subtitle).")
+    say.add_argument("text", nargs="*", help="what the avatar says (quote it; '-' reads standard input)")
+    say.add_argument("--audio", type=Path, default=None,
+                     help="an audio file to lip-sync (WAV, MP3, OGG/Opus, ...), sent onto avatar.speech")
     say.add_argument("--avatar", default=settings.sample_avatar_id, help="avatar id (default: %(default)s)")
     # --language is the protocol's word (`language` in text_input and the REST body); --lang is kept for scripts.
     say.add_argument("--language", "--lang", dest="lang", choices=["fa", "en"], default=None,
@@ -124,8 +130,18 @@ def settings_for_bootstrap(settings: Settings, bootstrap: str) -> Settings:
         raise CliError(f"--bootstrap {bootstrap!r}: {error.errors()[0]['msg']}") from None
 
 
+def read_audio(path: Path, settings: Settings) -> DecodedAudio:
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    try:
+        return decode_audio_file(path.read_bytes(), max_seconds=settings.audio_max_utterance_s)
+    except AudioError as error:
+        raise CliError(f"{path}: {error.code}: {error.message}") from None
+
+
 def run_say(args: argparse.Namespace, settings: Settings, progress: Progress) -> int:
-    text = read_text(args.text, sys.stdin)
+    audio = read_audio(args.audio, settings) if args.audio is not None else None
+    text = read_text(args.text, sys.stdin) if audio is None or args.text else ""
     if len(text) > settings.max_text_chars:
         raise CliError(f"the text has {len(text)} characters; the limit is {settings.max_text_chars}")
     producer = AvatarProducer(settings_for_bootstrap(settings, args.bootstrap))
@@ -136,9 +152,13 @@ def run_say(args: argparse.Namespace, settings: Settings, progress: Progress) ->
     chunks: list[Chunk] = []
     sent_at: list[float] = []
 
-    def on_sent(request: TextRequest) -> None:
+    def on_sent(request: TextRequest | str) -> None:
         sent_at.append(time.perf_counter())
-        progress.say(f"sent request {request.request_id} (session {request.session_id}, avatar {request.avatar_id})")
+        if isinstance(request, str):
+            progress.say(f"sent audio request {request} (avatar {args.avatar})")
+        else:
+            progress.say(f"sent request {request.request_id} (session {request.session_id}, "
+                         f"avatar {request.avatar_id})")
 
     def on_chunk(chunk: Chunk) -> None:
         chunks.append(chunk)
@@ -149,9 +169,17 @@ def run_say(args: argparse.Namespace, settings: Settings, progress: Progress) ->
 
     language: Language | None = args.lang
     try:
-        mp4 = producer.say(avatar_id=args.avatar, text=text, language=language, session_id=args.session,
-                           timeout_s=args.timeout, on_chunk=on_chunk, on_sent=on_sent, tts=args.tts,
-                           voice=args.voice)
+        if audio is not None:
+            mp4 = producer.say_audio(avatar_id=args.avatar, pcm16=audio.pcm.astype("<i2").tobytes(),
+                                     sample_rate=audio.sample_rate, language=language or "fa", text=text,
+                                     session_id=args.session, timeout_s=args.timeout, on_chunk=on_chunk,
+                                     on_sent=on_sent)
+        else:
+            mp4 = producer.say(avatar_id=args.avatar, text=text, language=language, session_id=args.session,
+                               timeout_s=args.timeout, on_chunk=on_chunk, on_sent=on_sent, tts=args.tts,
+                               voice=args.voice)
+    except AudioError as error:
+        raise CliError(f"{args.audio}: {error.code}: {error.message}") from None
     except PipelineError as error:
         raise CliError(f"the pipeline refused the request: {error.code}: {error.message}") from None
     except StreamTimeout as error:

@@ -1,4 +1,4 @@
-"""The typed client other systems (and the gateway) use: requests into ``avatar.requests``, a session's video out."""
+"""The typed client other systems (and the gateway) use: text or audio in, a session's video out."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumers.session_reader import (
@@ -20,9 +21,11 @@ from consumers.session_reader import (
 )
 from infra.kafka import TopicAdmin, consumer_config, new_producer
 from infra.settings import Settings
+from producers.audio import Utterance, UtteranceTarget, check_utterance, pcm16_samples, whole_utterance
 from schemas.common import Language, new_id
 from schemas.control import Interrupt
 from schemas.requests import TextRequest, TtsEngineName
+from schemas.speech import SpeechSegment
 
 # The SDK's names: what a session's stream yields and raises is read by consumers/session_reader.py.
 __all__ = ["AvatarProducer", "Chunk", "PipelineError", "ProduceError", "RequestAssembler", "StreamError",
@@ -39,7 +42,7 @@ class StreamTimeout(TimeoutError):
 
 
 class AvatarProducer:
-    """Sends text requests keyed by session id, so a session's requests stay in order."""
+    """Sends text requests and speech audio keyed by session id, so a session's requests stay in order."""
 
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
         self.settings = settings
@@ -81,6 +84,44 @@ class AvatarProducer:
                 raise ProduceError(f"request {request.request_id} rejected by the broker: {errors[0]}")
         else:
             self.producer.poll(0)
+
+    def send_audio(self, *, session_id: str, avatar_id: str, pcm16: bytes, sample_rate: int,
+                   language: Language = "fa", text: str = "", request_id: str | None = None) -> str:
+        """Send a whole utterance of speech (PCM16LE mono) onto ``avatar.speech``, bypassing the TTS; its id.
+
+        Raises producers.audio.AudioError for audio the service cannot take (its ``code`` says why), ProduceError
+        when the broker does not take it. For audio that is still arriving use ``audio_stream``.
+        """
+        target = UtteranceTarget(request_id=request_id or new_id(), session_id=session_id, avatar_id=avatar_id,
+                                 sample_rate=sample_rate, language=language, text=text)
+        self.send_segments(whole_utterance(target, pcm16_samples(pcm16), max_samples=self._max_samples(sample_rate)))
+        return target.request_id
+
+    def audio_stream(self, *, session_id: str, avatar_id: str, sample_rate: int, language: Language = "fa",
+                     text: str = "", request_id: str | None = None) -> AudioStream:
+        """An utterance sent as its audio arrives: ``write(pcm16)`` any number of times, then ``end()``."""
+        target = UtteranceTarget(request_id=request_id or new_id(), session_id=session_id, avatar_id=avatar_id,
+                                 sample_rate=sample_rate, language=language, text=text)
+        return AudioStream(self, Utterance(target, max_samples=self._max_samples(sample_rate)))
+
+    def _max_samples(self, sample_rate: int) -> int:
+        return int(self.settings.audio_max_utterance_s * sample_rate)
+
+    def send_segments(self, segments: list[SpeechSegment], *, timeout_s: float = 10.0) -> None:
+        """Produce speech segments (schema v3) onto the speech topic, keyed by session, and wait for the broker."""
+        errors: list[str] = []
+
+        def delivered(error: Any, _message: Any) -> None:
+            if error is not None:
+                errors.append(str(error))
+
+        for segment in segments:
+            self.producer.produce(self.settings.kafka_speech_topic, segment.to_kafka(),
+                                  key=segment.meta.session_id.encode(), on_delivery=delivered)
+        if segments and self.producer.flush(timeout_s) > 0:
+            raise ProduceError(f"audio of request {segments[0].meta.request_id} not acknowledged within {timeout_s} s")
+        if errors:
+            raise ProduceError(f"audio of request {segments[0].meta.request_id} rejected by the broker: {errors[0]}")
 
     def interrupt(self, session_id: str, request_ids: list[str] | None = None) -> Interrupt:
         """Stop the session's named requests (or all it has sent so far): processors drop their work."""
@@ -130,6 +171,36 @@ class AvatarProducer:
         PipelineError when the pipeline reports an error (e.g. ``unknown_avatar``), StreamTimeout when the
         video is not finished within ``timeout_s``, ProduceError when the broker cannot take the request.
         """
+        def send(session: str, request_id: str) -> None:
+            request = self.send_text(session_id=session, avatar_id=avatar_id, text=text, language=language,
+                                     request_id=request_id, tts=tts, voice=voice)
+            if on_sent is not None:
+                on_sent(request)
+
+        return self._render(send, session_id, timeout_s, on_chunk)
+
+    def say_audio(self, *, avatar_id: str, pcm16: bytes, sample_rate: int, language: Language = "fa",
+                  text: str = "", session_id: str | None = None, timeout_s: float = 60.0,
+                  on_chunk: Callable[[Chunk], None] | None = None,
+                  on_sent: Callable[[str], None] | None = None) -> bytes:
+        """Send one utterance of speech audio and wait for its whole MP4, as ``say`` does for text.
+
+        Raises producers.audio.AudioError for audio the service cannot take, before anything is sent.
+        """
+        # refused here, before a session topic is made
+        check_utterance(pcm16_samples(pcm16), sample_rate, max_samples=self._max_samples(sample_rate))
+
+        def send(session: str, request_id: str) -> None:
+            self.send_audio(session_id=session, avatar_id=avatar_id, pcm16=pcm16, sample_rate=sample_rate,
+                            language=language, text=text, request_id=request_id)
+            if on_sent is not None:
+                on_sent(request_id)
+
+        return self._render(send, session_id, timeout_s, on_chunk)
+
+    def _render(self, send: Callable[[str, str], None], session_id: str | None, timeout_s: float,
+                on_chunk: Callable[[Chunk], None] | None) -> bytes:
+        """Send one request with ``send(session, request_id)`` and gather its MP4 from the session topic."""
         transient = session_id is None
         session = session_id or f"sdk-{new_id()}"
         request_id = new_id()
@@ -138,10 +209,7 @@ class AvatarProducer:
         assembler = RequestAssembler(request_id)
         items = self.stream(session, request_id=request_id, timeout_s=timeout_s)
         try:
-            request = self.send_text(session_id=session, avatar_id=avatar_id, text=text, language=language,
-                                     request_id=request_id, tts=tts, voice=voice)
-            if on_sent is not None:
-                on_sent(request)
+            send(session, request_id)
             for item in items:
                 assembler.add(item)
                 if isinstance(item, Chunk) and on_chunk is not None:
@@ -198,3 +266,24 @@ class AvatarProducer:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self.producer.flush(timeout_s)
+
+
+class AudioStream:
+    """One utterance sent as its audio arrives (an agent's TTS): whole-frame segments leave as they fill."""
+
+    def __init__(self, producer: AvatarProducer, utterance: Utterance) -> None:
+        self.producer = producer
+        self.utterance = utterance
+
+    @property
+    def request_id(self) -> str:
+        return self.utterance.target.request_id
+
+    def write(self, pcm16: bytes | np.ndarray) -> None:
+        """More PCM16LE mono samples (bytes or an int16 array) at the stream's rate."""
+        samples = pcm16_samples(pcm16) if isinstance(pcm16, bytes) else np.asarray(pcm16, dtype=np.int16)
+        self.producer.send_segments(self.utterance.add(samples))
+
+    def end(self) -> None:
+        """The utterance is complete: its last segment is sent (AudioError ``silent_audio`` if it never sounded)."""
+        self.producer.send_segments(self.utterance.end())

@@ -1,22 +1,27 @@
-"""``POST /avatar/process``: text in, the finished MP4 out, through Kafka as a transient session."""
+"""``POST /avatar/process``: text or a whole audio file in, the finished MP4 out, through a transient session."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from consumers.session_reader import RequestAssembler, StreamItem, decode_session_record
 from consumers.session_stream import Record
 from gateway.auth import Principal
 from gateway.deps import principal, services
 from gateway.services import Services
-from gateway.speak import Admitted, Refusal, admit, send, usable_avatar
+from gateway.speak import Refusal, admit, admit_audio, send, send_segments, usable_avatar
+from gateway.upload import UploadError, read_upload
+from producers.audio import AudioError, check_utterance, whole_utterance
+from producers.audio_file import DecodedAudio, decode_audio_file
 from schemas.avatar import VoiceChoice
 from schemas.common import AvatarId, Language, new_id
 from schemas.requests import TtsEngineName, VoiceName
@@ -30,7 +35,9 @@ _topic_deletions: set[asyncio.Task[None]] = set()  # the loop keeps only weak re
 # The HTTP status of each error code, the gateway's refusals and the pipeline's (README's protocol table) alike;
 # any other pipeline failure is a 502.
 STATUS_OF_CODE = {"unknown_avatar": 404, "nothing_to_say": 422, "text_too_long": 422, "empty_text": 422,
-                  "unsupported_language": 422, "unknown_voice": 422, "tts_unavailable": 422, "unavailable": 503}
+                  "unsupported_language": 422, "unknown_voice": 422, "tts_unavailable": 422, "unavailable": 503,
+                  "unreadable_audio": 422, "silent_audio": 422, "audio_too_long": 422, "missing_field": 422}
+AUDIO_FIELDS = frozenset({"avatar_id", "language", "text"})
 
 
 class ProcessRequest(BaseModel):
@@ -64,9 +71,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
                          "first chunk), X-Video-Duration-Ms."},
     401: _error("a bearer token is required outside dev mode, or the token is invalid (`unauthorized`)"),
     404: _error("the avatar does not exist or is not yours (`unknown_avatar`)"),
+    413: _error("the audio file is larger than AUDIO_MAX_UPLOAD_BYTES (`file_too_large`)"),
     422: _error("bad input: `invalid_request` (malformed body, unsupported language), `empty_text`, "
                      "`text_too_long`, `nothing_to_say` (the text holds nothing speakable), `tts_unavailable` (a "
-                     "backend not enabled here), `unknown_voice`"),
+                     "backend not enabled here), `unknown_voice`; audio: `missing_field` (no file or avatar_id), "
+                     "`unreadable_audio` (not audio FFmpeg decodes), `silent_audio`, `audio_too_long` (over "
+                     "AUDIO_MAX_UTTERANCE_S)"),
     429: _error("REST_MAX_CONCURRENT renders are already running (`busy`); retry shortly"),
     502: _error("the pipeline failed the request (`tts_failed` or another pipeline code)"),
     503: _error("the broker did not take the request (`unavailable`)"),
@@ -146,36 +156,99 @@ class TransientRender:
             await asyncio.to_thread(self.running.admin.delete, [self.topic])
 
 
-@router.post("/avatar/process", summary="Render text to a finished MP4 (through Kafka, as a transient session)",
-             response_class=Response, responses=RESPONSES,
-             description="Sends the text through the same pipeline as the WebSocket and returns the concatenated "
-                         "fragmented-MP4 chunks once the last one arrived. For live playback use `/ws/stream`.")
-async def process(body: ProcessRequest, request: Request,
-                  running: Annotated[Services, Depends(services)],
+# Two bodies on one path: FastAPI types one per route, so the body is read by content type and both are
+# documented here.
+REQUEST_BODY = {"required": True, "content": {
+    "application/json": {"schema": ProcessRequest.model_json_schema()},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file", "avatar_id"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "WAV, MP3, OGG/Opus or any audio FFmpeg "
+                 "decodes; at most AUDIO_MAX_UPLOAD_BYTES and AUDIO_MAX_UTTERANCE_S"},
+        "avatar_id": {"type": "string", "examples": ["sample"]},
+        "language": {"type": "string", "enum": ["fa", "en"], "description": "a label (the lip-sync reads the sound)"},
+        "text": {"type": "string", "description": "what is said: the first chunk's subtitle"}}}}}}
+Sender = Callable[[TransientRender, str], Awaitable[None]]  # (the render, its request id) → queued
+
+
+@router.post("/avatar/process", summary="Render text or an audio file to a finished MP4 (through Kafka)",
+             response_class=Response, responses=RESPONSES, openapi_extra={"requestBody": REQUEST_BODY},
+             description="A JSON body is said by the TTS; a multipart form with an audio `file` is lip-synced as "
+                         "it is (no TTS). Either goes through the same pipeline as the WebSocket and the "
+                         "concatenated fragmented-MP4 chunks come back once the last one arrived. For live "
+                         "playback use `/ws/stream`.")
+async def process(request: Request, running: Annotated[Services, Depends(services)],
                   who: Annotated[Principal, Depends(principal)]) -> Response:
-    settings = running.settings
-    try:
-        avatar = await usable_avatar(running.store, who, body.avatar_id)
-        admitted = admit(settings, avatar, body.text, body.language, VoiceChoice(tts=body.tts, voice=body.voice))
-    except Refusal as refusal:
-        raise refused(refusal) from None
-    slots = RenderSlots.of(request, settings.rest_max_concurrent)
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        sender = await _audio_sender(request, running, who)
+    else:
+        sender = await _text_sender(request, running, who)
+    slots = RenderSlots.of(request, running.settings.rest_max_concurrent)
     slots.take()
     render = TransientRender(running, new_id())
     try:
-        return await render_to_mp4(render, admitted, settings.rest_process_timeout_s)
+        return await render_to_mp4(render, sender, running.settings.rest_process_timeout_s)
     finally:
         slots.give_back()
         render.end()
 
 
-async def render_to_mp4(render: TransientRender, admitted: Admitted, timeout_s: float) -> Response:
+async def _text_sender(request: Request, running: Services, who: Principal) -> Sender:
+    try:
+        body = ProcessRequest.model_validate_json(await request.body())
+    except ValidationError as error:  # the app's handler answers 422 invalid_request, as for any route
+        raise RequestValidationError(error.errors()) from None
+    try:
+        avatar = await usable_avatar(running.store, who, body.avatar_id)
+        admitted = admit(running.settings, avatar, body.text, body.language,
+                         VoiceChoice(tts=body.tts, voice=body.voice))
+    except Refusal as refusal:
+        raise refused(refusal) from None
+
+    async def send_text(render: TransientRender, request_id: str) -> None:
+        await send(running.producer, admitted, session_id=render.session_id, request_id=request_id)
+    return send_text
+
+
+async def _audio_sender(request: Request, running: Services, who: Principal) -> Sender:
+    """The form's audio file, decoded and checked before anything is queued."""
+    settings = running.settings
+    try:
+        upload = await read_upload(request, max_file_bytes=settings.audio_max_upload_bytes, text_fields=AUDIO_FIELDS)
+    except UploadError as error:
+        raise problem(error.status, error.code, error.message) from None
+    try:
+        if not upload.has_file or "avatar_id" not in upload.fields:
+            raise Refusal("missing_field", "send the audio as the form field 'file' and the avatar as 'avatar_id'")
+        avatar = await usable_avatar(running.store, who, upload.fields["avatar_id"])
+        decoded = await asyncio.to_thread(_decode, bytes(upload.file), settings.audio_max_utterance_s)
+        admitted = admit_audio(settings, avatar, decoded.sample_rate, language=upload.fields.get("language"),
+                               text=upload.fields.get("text"))
+    except Refusal as refusal:
+        raise refused(refusal) from None
+
+    async def send_audio(render: TransientRender, request_id: str) -> None:
+        target = admitted.target(session_id=render.session_id, request_id=request_id)
+        segments = await asyncio.to_thread(whole_utterance, target, decoded.pcm, max_samples=len(decoded.pcm))
+        await send_segments(running.producer, segments)
+    return send_audio
+
+
+def _decode(data: bytes, max_seconds: float) -> DecodedAudio:
+    """The file's audio, refused here if it is unreadable, too long or silent (before any Kafka work)."""
+    try:
+        decoded = decode_audio_file(data, max_seconds=max_seconds)
+        check_utterance(decoded.pcm, decoded.sample_rate, max_samples=len(decoded.pcm))
+    except AudioError as error:
+        raise Refusal.of_audio(error) from None
+    return decoded
+
+
+async def render_to_mp4(render: TransientRender, sender: Sender, timeout_s: float) -> Response:
     running, request_id = render.running, render.assembler.request_id
     await asyncio.to_thread(running.admin.ensure_session_topic, render.session_id)
     running.stream.listen(render.topic, render.on_record)
     sent_at = time.perf_counter()
     try:
-        await send(running.producer, admitted, session_id=render.session_id, request_id=request_id)
+        await sender(render, request_id)
     except Refusal as refusal:
         raise refused(refusal) from None
     try:

@@ -80,6 +80,11 @@ ONSET_CONTEXT_S = 0.5  # onsets a job sees around its frames: more than any pose
 # 16 kHz audio a job sees before its first frame (RenderJob.history): more than any engine reaches back
 # (a Wav2Lip mel window reaches 601 samples before its frame).
 HISTORY_SAMPLES = AUDIO_RATE // 2
+# Audio the estimator hears before a segment without timings. Client audio arrives in ~100 ms segments: alone,
+# each would be levelled against its own loud frames (a breath would look like speech) and its first frames
+# would lack the 120 ms of left context the estimator stacks. One second of the request's audio before it gives
+# it the same level and context as the whole utterance (~2 ms of estimator time per segment).
+ESTIMATE_CONTEXT_SAMPLES = AUDIO_RATE
 
 
 def ignore_stage(_stage: str, _seconds: float) -> None:
@@ -110,6 +115,8 @@ class _RequestStream:
     history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # 16 kHz before frames_done
     # viseme onsets in seconds from the request's first frame; None while the request's speech has none
     onsets: list[tuple[float, Viseme]] | None = None
+    # the request's last 16 kHz audio before the next segment, as the estimator hears it (ESTIMATE_CONTEXT_SAMPLES)
+    heard: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 class LipSyncCore:
@@ -310,7 +317,9 @@ class LipSyncCore:
             onsets = list(viseme_onsets(marks, self.unknown))
             self.observe_source("tts")
         elif self.estimate_onsets is not None:
-            onsets = list(self.estimate_onsets(_lipsync_audio(segment)))
+            audio = _lipsync_audio(segment)
+            onsets = estimate_in_context(self.estimate_onsets, stream.heard, audio)
+            stream.heard = _recent(stream.heard, audio, ESTIMATE_CONTEXT_SAMPLES)
             self.observe_source("estimated")
         else:
             self.observe_source("none")
@@ -409,10 +418,24 @@ def _engine_audio(stream: _RequestStream, segment: SpeechSegment, pcm: np.ndarra
     return np.concatenate([audio, np.zeros(missing, np.float32)]) if missing > 0 else audio
 
 
-def _recent(history: np.ndarray, shown: np.ndarray) -> np.ndarray:
-    """The last HISTORY_SAMPLES of the request's 16 kHz audio once ``shown`` has been rendered too."""
+def _recent(history: np.ndarray, shown: np.ndarray, keep: int = HISTORY_SAMPLES) -> np.ndarray:
+    """The last ``keep`` samples of the request's 16 kHz audio once ``shown`` has been rendered too."""
     joined = np.concatenate([history, shown])
-    return joined[-HISTORY_SAMPLES:] if len(joined) > HISTORY_SAMPLES else joined
+    return joined[-keep:] if len(joined) > keep else joined
+
+
+def estimate_in_context(estimate: OnsetEstimator, context: np.ndarray,
+                        audio: np.ndarray) -> list[tuple[float, Viseme]]:
+    """The viseme onsets of ``audio`` (seconds from its start), estimated with ``context`` heard before it.
+
+    The shape going on where ``audio`` starts is given at 0.0, so the segment's timeline is complete.
+    """
+    if len(context) == 0:
+        return list(estimate(audio))
+    shift = len(context) / AUDIO_RATE
+    heard = list(estimate(np.concatenate([context, audio])))
+    going_on = [viseme for t, viseme in heard if t <= shift][-1:]
+    return [(0.0, viseme) for viseme in going_on] + [(t - shift, viseme) for t, viseme in heard if t > shift]
 
 
 def _pad_to_frames(pcm: np.ndarray, samples_per_frame: int, minimum_frames: int) -> np.ndarray:

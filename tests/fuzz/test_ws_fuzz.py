@@ -158,7 +158,7 @@ async def test_mutated_and_raw_messages_get_answers_or_clean_closes_and_another_
     await fuzz(stack, frames, run, select=True)
     assert not run.unclean, "\n".join(run.unclean[:20])
     assert run.answers.get("error", 0) > 100 and run.closes.get(1009) == 1, run  # the 2 MB frame: too big
-    assert {"invalid_json", "invalid_message", "unknown_type", "binary_not_supported", "unknown_avatar",
+    assert {"invalid_json", "invalid_message", "unknown_type", "missing_audio_header", "unknown_avatar",
             "empty_text", "text_too_long", "unsupported_language", "unknown_session"} <= run.error_codes.keys(), run
     assert run.connections <= 10, f"{run.connections} connections: handlers were dropped far more than expected"
     assert_complete(await bystander)
@@ -184,7 +184,7 @@ async def test_a_flood_of_500_messages_is_answered_in_full_and_another_session_i
         assert (await answer(ws))["type"] == "pong", "the connection is still usable after the flood"
     assert [r["type"] for r in replies].count("pong") == 100
     assert {r["code"] for r in replies if r["type"] == "error"} == {
-        "invalid_json", "no_avatar_selected", "no_session", "binary_not_supported"}
+        "invalid_json", "no_avatar_selected", "no_session", "missing_audio_header"}
     assert_complete(await bystander)
     assert stack.get("/ready")[0] == 200
 

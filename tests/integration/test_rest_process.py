@@ -82,11 +82,11 @@ def test_the_openapi_document_describes_the_endpoint_its_body_and_its_errors(sta
     spec = httpx.get(f"{stack.http}/openapi.json", timeout=10).json()
     operation = spec["paths"]["/avatar/process"]["post"]
     assert operation["summary"]
-    body_schema = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert set(spec["components"]["schemas"][body_schema]["properties"]) == {"text", "avatar_id", "language", "tts",
-                                                                         "voice"}
+    bodies = operation["requestBody"]["content"]
+    assert set(bodies["application/json"]["schema"]["properties"]) == {"text", "avatar_id", "language", "tts", "voice"}
+    assert set(bodies["multipart/form-data"]["schema"]["required"]) == {"file", "avatar_id"}, "an audio file"
     assert "video/mp4" in operation["responses"]["200"]["content"]
-    for status in ("401", "404", "422", "429", "502", "503", "504"):
+    for status in ("401", "404", "413", "422", "429", "502", "503", "504"):
         assert status in operation["responses"], status
     error_schema = operation["responses"]["504"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert set(spec["components"]["schemas"][error_schema]["properties"]) == {"code", "message"}

@@ -18,6 +18,8 @@ MAY_USE: dict[str, frozenset[str]] = {
     "consumers": frozenset({"schemas", "infra"}),
     "producers": frozenset({"schemas", "infra", "consumers"}),
     "gateway": frozenset({"schemas", "infra", "producers", "consumers"}),
+    # Adapters for other frameworks (pipecat): clients of the service, like any other system using the SDK.
+    "integrations": frozenset({"schemas", "infra", "producers", "consumers"}),
 }
 OURS = frozenset(MAY_USE) | {"scripts", "tests"}
 # Inside processors/ each processor is a room of its own: it talks to the others only through Kafka and
@@ -120,6 +122,8 @@ def test_every_known_exception_still_exists_so_the_list_only_shrinks() -> None:
     ("consumers/session_stream.py", "from producers.client import Chunk", "producers"),
     ("producers/client.py", "from tests.media import astronaut", "tests"),
     ("infra/launcher.py", "from scripts.load_test import main", "scripts"),
+    ("integrations/pipecat/avatar_video.py", "from gateway.speak import Refusal", "gateway"),
+    ("gateway/ws.py", "from integrations.pipecat import AvatarVideoService", "integrations"),
     ("processors/tts/text/plan.py", "from ...lipsync import core", "processors.lipsync"),
 ])
 def test_a_forbidden_import_is_caught(path: str, source: str, target: str) -> None:

@@ -9,6 +9,7 @@ from processors.lipsync.core import LipSyncCore, UnknownAvatar
 from processors.lipsync.engines.base import RenderJob
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.visemes import UnknownPhonemes, Viseme, viseme_onsets
+from producers.audio import Utterance, UtteranceTarget
 from schemas.avatar import AvatarFaceData, RgbFrame
 from schemas.speech import SpeechSegment, SpeechSegmentMeta
 from tests.unit.face_fixtures import astronaut_photo
@@ -122,3 +123,33 @@ def test_an_unknown_phoneme_is_rest_and_counted_and_the_request_still_renders(av
     assert events and events[-1].meta.is_last  # type: ignore[union-attr]
     visemes = engine.jobs[0].visemes
     assert visemes is not None and (pytest.approx(2 * FRAME / RATE), Viseme.REST) in visemes
+
+
+def test_speech_without_timings_in_small_segments_is_estimated_with_the_audio_before_it(
+        avatar: AvatarFaceData) -> None:
+    heard: list[int] = []
+
+    def estimate(audio: np.ndarray) -> list[tuple[float, Viseme]]:
+        heard.append(len(audio))
+        return [(0.0, Viseme.OPEN)]
+
+    core = core_with(RecordingEngine(), avatar, estimate_onsets=estimate)
+    for index in range(4):  # 80 ms segments, as the gateway cuts a client's audio
+        list(core.handle(segment(avatar.avatar_id, 2, None, index=index, start_sample=index * 2 * FRAME,
+                                 is_last=index == 3)))
+    assert heard == [1280, 2560, 3840, 5120], "each segment heard after the request's audio before it (16 kHz)"
+
+
+def test_audio_input_at_48_khz_reaches_the_engine_as_its_own_16_khz_copy_sample_for_sample(
+        avatar: AvatarFaceData) -> None:
+    engine = RecordingEngine()
+    core = core_with(engine, avatar, estimate_onsets=lambda _audio: [(0.0, Viseme.OPEN)])
+    utterance = Utterance(UtteranceTarget("req-b", "s1", avatar.avatar_id, 48_000), max_samples=10**9)
+    t = np.arange(48_000) / 48_000
+    segments = [s for start in range(0, 48_000, 4800)
+                for s in utterance.add((7000 * np.sin(2 * np.pi * 150 * t[start : start + 4800])).astype(np.int16))]
+    for seg in segments:
+        list(core.handle(seg))
+    heard = np.concatenate([job.audio[: job.n_frames * 640] for job in engine.jobs])
+    copies = np.concatenate([np.frombuffer(s.lipsync_pcm16, "<i2") for s in segments]).astype(np.float32) / 32768
+    assert np.array_equal(heard, copies[: len(heard)]) and len(heard) == len(copies), "not re-interpolated"

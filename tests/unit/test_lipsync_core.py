@@ -7,6 +7,7 @@ import pytest
 
 from processors.lipsync.core import EmittedProgress, LipSyncCore, UnknownAvatar
 from processors.lipsync.engines.embedded import EmbeddedEngine
+from producers.audio import Utterance, UtteranceTarget
 from schemas.avatar import AvatarFaceData
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
 from schemas.speech import SpeechError, SpeechSegment, SpeechSegmentMeta
@@ -182,3 +183,20 @@ def test_a_request_replayed_after_it_finished_here_is_not_rendered_twice(avatar:
     segment = speech(10 * SAMPLES_PER_FRAME, 0, True, avatar.avatar_id)
     assert list(core.handle(segment))
     assert list(core.handle(segment)) == [], "e.g. the TTS processor restarted and spoke it again"
+
+
+def test_audio_input_segments_are_each_rendered_at_once_into_one_continuous_video(avatar: AvatarFaceData) -> None:
+    core = make_core(avatar)
+    utterance = Utterance(UtteranceTarget("req-a", "s1", avatar.avatar_id, 16_000), max_samples=10**9)
+    t = np.arange(16_000) / 16_000
+    pcm = (8000 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.int16)
+    chunks: list[VideoChunkMeta] = []
+    for start in range(0, len(pcm), 1600):  # 100 ms at a time, as an agent streams it
+        for segment in utterance.add(pcm[start : start + 1600]):
+            rendered = chunks_of(list(core.handle(segment)))
+            assert sum(c.duration_ms for c in rendered) == segment.meta.sample_count // 16, "nothing waits"
+            chunks += rendered
+    for segment in utterance.end():
+        chunks += chunks_of(list(core.handle(segment)))
+    assert [c.pts_ms for c in chunks[1:]] == [c.pts_ms + c.duration_ms for c in chunks[:-1]]
+    assert chunks[-1].is_last and chunks[-1].pts_ms + chunks[-1].duration_ms == 1000

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.auth import ADMIN, Principal
-from gateway.speak import Admitted, Refusal, UsableAvatar, admit, send, usable_avatar
+from gateway.speak import Admitted, Refusal, UsableAvatar, admit, admit_audio, check_message_length, send, usable_avatar
 from infra.settings import Settings
 from producers.client import ProduceError
 from schemas.avatar import VoiceChoice
@@ -89,3 +89,31 @@ async def test_a_broker_that_does_not_take_the_request_is_an_unavailable_refusal
     with pytest.raises(Refusal) as raised:
         await send(producer, admit(SETTINGS, SAMPLE, "hello", None, NO_CHOICE), session_id="s1", request_id="r1")
     assert raised.value.code == "unavailable" and "broker unreachable" in raised.value.message
+
+
+@pytest.mark.parametrize(("fields", "code"), [
+    ({"sample_rate": 44_100}, "unsupported_sample_rate"),
+    ({"sample_rate": 16_000, "sample_format": "pcm_f32le"}, "unsupported_sample_format"),
+    ({"sample_rate": 16_000, "channels": 2}, "unsupported_sample_format"),
+    ({"sample_rate": 16_000, "language": "de"}, "unsupported_language"),
+    ({"sample_rate": 16_000, "text": "a" * 21}, "text_too_long"),
+])
+def test_each_bad_utterance_is_refused_at_the_door_with_its_code(fields: dict[str, Any], code: str) -> None:
+    rate = fields.pop("sample_rate")
+    with pytest.raises(Refusal) as raised:
+        admit_audio(SETTINGS, SAMPLE, rate, **fields)
+    assert raised.value.code == code and raised.value.message
+
+
+def test_an_utterance_is_labelled_persian_unless_told_otherwise() -> None:
+    assert admit_audio(SETTINGS, SAMPLE, 24_000).language == "fa"
+    admitted = admit_audio(SETTINGS, SAMPLE, 24_000, language="en", text=" Hello ")
+    assert (admitted.language, admitted.text, admitted.sample_rate) == ("en", "Hello", 24_000)
+
+
+def test_one_message_of_more_audio_than_the_bound_is_refused() -> None:
+    settings = Settings(_env_file=None, audio_max_message_s=2.0)
+    check_message_length(settings, 2 * 32_000, 16_000)
+    with pytest.raises(Refusal) as raised:
+        check_message_length(settings, 2 * 10 * 60 * 16_000, 16_000)  # ten minutes in one message
+    assert raised.value.code == "audio_message_too_long" and "AUDIO_MAX_MESSAGE_S" in raised.value.message
