@@ -26,6 +26,11 @@ from integrations.avatar_link import AvatarLink, AvatarUnavailable, SyncedFrame
 
 log = logging.getLogger(__name__)
 Output = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
+# Frames decoded ahead of the runner, which takes them in real time while the service renders ~14x faster: a
+# bound keeps a long answer from holding all its frames (1 MB each in RGBA) in memory. When it is full the link
+# stops reading; the gateway holds the encoded chunks (WS_MAX_PENDING_MESSAGES of them, minutes of video).
+AHEAD_FRAMES = 50  # 2 s
+Queued = tuple[str | None, Output]  # (the request it belongs to, None for the agent's own audio passed through)
 
 
 class Segment(enum.Enum):
@@ -57,7 +62,7 @@ class AvatarVideoGenerator(VideoGenerator):
                                 on_frame=self._on_frame, on_error=self._on_error, on_ended=self._on_ended)
         self.retry_interval_s = retry_interval_s
         self.last_error: str | None = None  # why the face is missing, or the service's last error
-        self._out: asyncio.Queue[Output | None] = asyncio.Queue()  # None: closed
+        self._out: asyncio.Queue[Queued | None] = asyncio.Queue(2 * AHEAD_FRAMES + 2)  # None: closed
         self._receiver: asyncio.Task[None] | None = None
         self._segment = Segment.NONE
         self._ends_owed = 0  # segments ended here whose AudioSegmentEnd comes after their last frame
@@ -87,14 +92,14 @@ class AvatarVideoGenerator(VideoGenerator):
             await self._link.send_audio(bytes(frame.data), frame.sample_rate, frame.num_channels)
         else:
             self._segment = Segment.VOICE
-            self._out.put_nowait(frame)
+            await self._out.put((None, frame))
 
     async def _end_segment(self) -> None:
         if self._segment is Segment.FACE and self._link.connected:
             self._ends_owed += 1
             await self._link.end_utterance()
         elif self._segment is Segment.VOICE:
-            self._out.put_nowait(AudioSegmentEnd())
+            await self._out.put((None, AudioSegmentEnd()))
         # An end without audio before it is no segment: ending one would end the next too early.
         self._segment = Segment.NONE
 
@@ -114,22 +119,29 @@ class AvatarVideoGenerator(VideoGenerator):
 
     async def clear_buffer(self) -> None:
         """Barge-in: nothing queued is yielded any more and the service stops the utterance."""
-        while not self._out.empty():
-            item = self._out.get_nowait()
-            if item is None:  # closed meanwhile: keep the end of the stream
-                self._out.put_nowait(None)
-                break
+        closed = self._drain()
         self._segment = Segment.NONE
         self._ends_owed = 0
         if self._link.connected:
-            await self._link.interrupt()
+            await self._link.interrupt()  # a frame the link was handing over meanwhile is dropped by _stream
+        if closed:
+            self._out.put_nowait(None)
+
+    def _drain(self) -> bool:
+        """Empties the queue; whether the end of the stream was in it."""
+        closed = False
+        while not self._out.empty():
+            closed = self._out.get_nowait() is None or closed
+        return closed
 
     def __aiter__(self) -> AsyncIterator[Output]:
         return self._stream()
 
     async def _stream(self) -> AsyncIterator[Output]:
         while (item := await self._out.get()) is not None:
-            yield item
+            request_id, output = item
+            if request_id is None or not self._link.is_interrupted(request_id):
+                yield output
 
     async def aclose(self) -> None:
         """Ends the session with the service and the iteration."""
@@ -137,16 +149,17 @@ class AvatarVideoGenerator(VideoGenerator):
             self._receiver.cancel()
             self._receiver = None
         await self._link.close()
+        self._drain()
         self._out.put_nowait(None)
 
     async def _on_frame(self, frame: SyncedFrame) -> None:
-        self._out.put_nowait(video_frame(frame))
-        self._out.put_nowait(audio_frame(frame))
+        await self._out.put((frame.request_id, video_frame(frame)))
+        await self._out.put((frame.request_id, audio_frame(frame)))
 
     async def _on_ended(self, request_id: str | None) -> None:
         if self._ends_owed > 0:
             self._ends_owed -= 1
-            self._out.put_nowait(AudioSegmentEnd())
+            await self._out.put((request_id, AudioSegmentEnd()))
         elif self._segment is Segment.FACE:  # the segment being pushed was refused: the rest of it is voice
             self._segment = Segment.VOICE
 
@@ -160,4 +173,4 @@ class AvatarVideoGenerator(VideoGenerator):
         self._last_attempt = time.monotonic()
         if self._ends_owed > 0:  # their last frames will not come: the agent must not wait for them
             self._ends_owed = 0
-            self._out.put_nowait(AudioSegmentEnd())
+            await self._out.put((None, AudioSegmentEnd()))
