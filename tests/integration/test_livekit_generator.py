@@ -131,3 +131,29 @@ async def test_without_the_service_the_agent_keeps_its_voice_and_the_error_says_
     assert isinstance(items[-1], AudioSegmentEnd), "... and the end of the segment, so the agent hears it played"
     assert generator.last_error is not None and "unreachable" in generator.last_error and url in generator.last_error
     assert not generator.connected
+
+
+async def test_the_frames_play_through_livekits_own_av_synchronizer_in_real_time(stack: RunningStack) -> None:
+    """What the AvatarRunner does with the frames (without a room): its native sources accept them, paced at 25 fps."""
+    pcm = speech_pcm(RATE)[: RATE]
+    generator = AvatarVideoGenerator(url=stack.ws, avatar_id="sample")
+    audio_source = rtc.AudioSource(RATE, 1, queue_size_ms=100)
+    video_source = rtc.VideoSource(512, 512)
+    av_sync = rtc.AVSynchronizer(audio_source=audio_source, video_source=video_source, video_fps=25,
+                                 video_queue_size_ms=100)
+    try:
+        await speak(generator, pcm)
+        items = await until_segment_end(generator)
+        started = time.monotonic()
+        for item in items:
+            if not isinstance(item, AudioSegmentEnd):  # the runner tells the agent instead
+                await av_sync.push(item)
+        await audio_source.wait_for_playout()
+        played_s = time.monotonic() - started
+    finally:
+        await generator.aclose()
+        await av_sync.aclose()
+        await audio_source.aclose()
+        await video_source.aclose()
+    audio_s = sum(f.duration for f in items if isinstance(f, rtc.AudioFrame))
+    assert audio_s >= 0.9 and abs(played_s - audio_s) <= 0.25, f"{audio_s:.2f} s of audio played in {played_s:.2f} s"
