@@ -157,3 +157,17 @@ async def test_the_frames_play_through_livekits_own_av_synchronizer_in_real_time
         await video_source.aclose()
     audio_s = sum(f.duration for f in items if isinstance(f, rtc.AudioFrame))
     assert audio_s >= 0.9 and abs(played_s - audio_s) <= 0.25, f"{audio_s:.2f} s of audio played in {played_s:.2f} s"
+
+
+async def test_a_silent_segment_still_ends_so_the_agent_does_not_wait_and_the_error_says_why(
+        stack: RunningStack) -> None:
+    generator = AvatarVideoGenerator(url=stack.ws, avatar_id="sample")
+    try:
+        await speak(generator, np.zeros(RATE // 2, np.int16))
+        items = await until_segment_end(generator, timeout_s=15)
+        still_connected = generator.connected
+    finally:
+        await generator.aclose()
+    assert len(items) == 1 and isinstance(items[0], AudioSegmentEnd), "no frame, but the end of the segment"
+    assert generator.last_error is not None and "silent_audio" in generator.last_error
+    assert still_connected, "the session stays usable"
