@@ -171,3 +171,33 @@ async def test_a_silent_segment_still_ends_so_the_agent_does_not_wait_and_the_er
     assert len(items) == 1 and isinstance(items[0], AudioSegmentEnd), "no frame, but the end of the segment"
     assert generator.last_error is not None and "silent_audio" in generator.last_error
     assert still_connected, "the session stays usable"
+
+
+async def test_a_dropped_connection_leaves_the_voice_ends_the_segment_and_the_next_segment_has_the_face_again(
+        stack: RunningStack) -> None:
+    generator = AvatarVideoGenerator(url=stack.ws, avatar_id="sample", retry_interval_s=0)
+    speech = speech_pcm(RATE)
+    try:
+        for frame in agent_frames(speech[:RATE]):
+            await generator.push_audio(frame)
+        # A message over WS_MAX_MESSAGE_BYTES (1 MiB): the gateway closes the connection without reading it.
+        huge = np.zeros(48_000 * 12, np.int16).astype("<i2").tobytes()
+        await generator.push_audio(rtc.AudioFrame(huge, 48_000, 1, len(huge) // 2))
+        deadline = time.monotonic() + 10
+        while generator.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not generator.connected and generator.last_error is not None
+        assert "closed the connection" in generator.last_error
+        rest = agent_frames(speech[RATE : 2 * RATE])
+        for frame in rest:
+            await generator.push_audio(frame)
+        await generator.push_audio(AudioSegmentEnd())
+        dropped = await until_segment_end(generator)
+        await speak(generator, speech[: RATE // 2])
+        again = await until_segment_end(generator)
+    finally:
+        await generator.aclose()
+    voice = [item for item in dropped if isinstance(item, rtc.AudioFrame) and item.samples_per_channel == 480]
+    assert all(a is b for a, b in zip(voice, rest, strict=True)), "the rest of the segment: the agent's own frames"
+    assert isinstance(dropped[-1], AudioSegmentEnd)
+    assert abs(len([f for f in again if isinstance(f, rtc.VideoFrame)]) * 0.04 - 0.5) <= 0.1, "the face is back"
