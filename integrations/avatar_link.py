@@ -33,6 +33,13 @@ from schemas.websocket import pack_audio_frame
 RESAMPLE_RATE = 24_000  # for a TTS whose rate the service does not take (8 kHz, 44.1 kHz, ...)
 FPS = 25  # the service's video rate: one frame per 40 ms of audio
 CONNECT_TIMEOUT_S = 5.0  # an unreachable service is reported after this long, not the library's default
+# A framework may hand over long frames (a whole sentence at once): sent as messages of at most a second, they stay
+# far below the gateway's AUDIO_MAX_MESSAGE_S (5 s) and WS_MAX_MESSAGE_BYTES (1 MiB, which closes the connection).
+MAX_MESSAGE_S = 1.0
+# Refusals of one chunk: the utterance goes on in the service (every other error of a request ends it).
+CHUNK_REFUSALS = frozenset({"sample_rate_changed", "unsupported_sample_rate", "unsupported_sample_format",
+                            "odd_byte_count", "invalid_audio_data", "missing_audio_header", "audio_message_too_long",
+                            "audio_too_long"})
 
 
 class AvatarUnavailable(Exception):
@@ -173,7 +180,9 @@ class AvatarLink:
         if mirror is None:
             mirror = self._sending = self._unanswered[self._opened] = UtteranceMirror(rate)
         mirror.add(pcm)  # before sending: a lost connection in between must not find a half-kept utterance
-        await self._send(pack_audio_frame(rate, pcm))
+        step = 2 * int(rate * MAX_MESSAGE_S)
+        for start in range(0, len(pcm), step):
+            await self._send(pack_audio_frame(rate, pcm[start : start + step]))
         return opened
 
     async def end_utterance(self) -> None:
@@ -265,7 +274,8 @@ class AvatarLink:
             if self._answered == self._opened:
                 self._sending = None  # the one being sent: what follows opens a new utterance
             await self._ended(None)
-        elif request_id is not None and self._playing.pop(request_id, None) is not None:
+        elif message.get("code") not in CHUNK_REFUSALS and request_id is not None \
+                and self._playing.pop(request_id, None) is not None:
             await self._ended(request_id)
         await self._on_error(f"avatar service: {message.get('code')}: {message.get('message')}")
 

@@ -173,16 +173,16 @@ async def test_a_silent_segment_still_ends_so_the_agent_does_not_wait_and_the_er
     assert still_connected, "the session stays usable"
 
 
-async def test_a_dropped_connection_leaves_the_voice_ends_the_segment_and_the_next_segment_has_the_face_again(
+async def test_a_lost_connection_leaves_the_voice_ends_the_segment_and_the_next_segment_has_the_face_again(
         stack: RunningStack) -> None:
     generator = AvatarVideoGenerator(url=stack.ws, avatar_id="sample", retry_interval_s=0)
     speech = speech_pcm(RATE)
     try:
         for frame in agent_frames(speech[:RATE]):
             await generator.push_audio(frame)
-        # A message over WS_MAX_MESSAGE_BYTES (1 MiB): the gateway closes the connection without reading it.
-        huge = np.zeros(48_000 * 12, np.int16).astype("<i2").tobytes()
-        await generator.push_audio(rtc.AudioFrame(huge, 48_000, 1, len(huge) // 2))
+        link = generator._link
+        assert link._ws is not None
+        link._ws.transport.abort()  # the network under the connection goes away (a real socket, cut)
         deadline = time.monotonic() + 10
         while generator.connected and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -201,3 +201,20 @@ async def test_a_dropped_connection_leaves_the_voice_ends_the_segment_and_the_ne
     assert all(a is b for a, b in zip(voice, rest, strict=True)), "the rest of the segment: the agent's own frames"
     assert isinstance(dropped[-1], AudioSegmentEnd)
     assert abs(len([f for f in again if isinstance(f, rtc.VideoFrame)]) * 0.04 - 0.5) <= 0.1, "the face is back"
+
+
+async def test_a_whole_sentence_in_one_frame_longer_than_the_gateways_message_limit_comes_back_whole(
+        stack: RunningStack) -> None:
+    pcm = speech_pcm(RATE)  # 5.5 s: over AUDIO_MAX_MESSAGE_S (5 s) were it sent as one message
+    piece = pcm.astype("<i2").tobytes()
+    generator = AvatarVideoGenerator(url=stack.ws, avatar_id="sample")
+    try:
+        await generator.push_audio(rtc.AudioFrame(piece, RATE, 1, len(pcm)))
+        await generator.push_audio(AudioSegmentEnd())
+        items = await until_segment_end(generator)
+        error = generator.last_error
+    finally:
+        await generator.aclose()
+    returned = np.concatenate([np.frombuffer(f.data, np.int16) for f in items if isinstance(f, rtc.AudioFrame)])
+    start = max(0, int(np.flatnonzero(np.abs(pcm.astype(np.int32)) >= AUDIBLE_PEAK)[0]) - RATE // 25)
+    assert error is None and np.array_equal(returned[: len(pcm) - start], pcm[start:])
