@@ -1,0 +1,125 @@
+"""The web player over WebRTC in headless Chromium against the running service: frames, audio, interrupt, fallback."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page
+
+from tests.browser.test_player import ENGLISH, LONG_ENGLISH, open_player, speak, wait_until_all_done
+from tests.integration.stack import RunningStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+RTC_STATE = """async () => {
+  const rtc = window.avatarPlayer.rtc;
+  const v = document.getElementById('rtc-video');
+  const inbound = await rtc.inbound();
+  return {live: rtc.live, frames: rtc.frames, width: v.videoWidth, time: v.currentTime,
+          video: inbound.video || null, audio: inbound.audio || null,
+          playStartMs: window.avatarPlayer.stats.playStartMs};
+}"""
+
+# Clicks Stop, then samples inbound-rtp every 10 ms for 1.5 s: when did decoded video frames and received
+# audio packets last increase, counted from the click? (scripts/benchmark_webrtc.py quotes the same figures.)
+INTERRUPT_AND_WATCH = """async () => {
+  const rtc = window.avatarPlayer.rtc;
+  const sample = async () => {
+    const s = await rtc.inbound();
+    return {t: performance.now(), frames: s.video.framesDecoded, packets: s.audio.packets};
+  };
+  const before = await sample();
+  const clickedAt = performance.now();
+  document.getElementById('interrupt').click();
+  let last = before, videoLast = clickedAt, audioLast = clickedAt;
+  while (performance.now() - clickedAt < 1500) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const now = await sample();
+    if (now.frames > last.frames) videoLast = now.t;
+    if (now.packets > last.packets) audioLast = now.t;
+    last = now;
+  }
+  return {videoStopMs: videoLast - clickedAt, audioStopMs: audioLast - clickedAt,
+          framesBefore: before.frames, packetsBefore: before.packets,
+          framesAfter: last.frames - before.frames, packetsAfter: last.packets - before.packets};
+}"""
+
+
+def rtc_state(page: Page) -> dict[str, Any]:
+    state: dict[str, Any] = page.evaluate(RTC_STATE)
+    return state
+
+
+def open_webrtc_player(page: Page, stack: RunningStack) -> None:
+    open_player(page, stack, "?transport=webrtc")
+    page.wait_for_function("window.avatarPlayer.rtc.live || window.avatarPlayer.rtcFailure !== null",
+                           timeout=15_000)
+    assert page.evaluate("window.avatarPlayer.rtcFailure") is None, "WebRTC must connect on loopback"
+
+
+def test_over_webrtc_frames_decode_and_advance_and_the_audio_track_receives_sound(
+        page: Page, stack: RunningStack) -> None:
+    open_webrtc_player(page, stack)
+    assert page.is_hidden("#video") and page.is_visible("#rtc-video")
+    idle = rtc_state(page)
+    speak(page, ENGLISH, "en")
+    page.wait_for_function("window.avatarPlayer.rtc.frames > 10 && "
+                           "document.getElementById('rtc-video').videoWidth > 0", timeout=15_000)
+    before = rtc_state(page)
+    time.sleep(0.4)
+    after = rtc_state(page)
+    assert after["frames"] > before["frames"], (before, after)
+    assert after["time"] > before["time"], "the video element's clock advances"
+    assert after["video"]["framesDecoded"] > before["video"]["framesDecoded"]
+    assert after["audio"]["packets"] > before["audio"]["packets"], (before, after)
+    assert after["audio"]["bytes"] > before["audio"]["bytes"]
+    assert after["audio"]["audioEnergy"] > (idle["audio"] or {}).get("audioEnergy", 0), "speech, not silence"
+    assert after["playStartMs"] is not None and after["playStartMs"] > 0
+    wait_until_all_done(page, 1)
+    # Nothing is left to play: both tracks go quiet (no packets while idle).
+    time.sleep(0.3)
+    quiet = rtc_state(page)
+    time.sleep(0.5)
+    assert rtc_state(page)["audio"]["packets"] == quiet["audio"]["packets"]
+    assert rtc_state(page)["video"]["framesDecoded"] == quiet["video"]["framesDecoded"]
+
+
+def test_over_webrtc_an_interrupt_stops_video_and_audio_at_once(page: Page, stack: RunningStack) -> None:
+    open_webrtc_player(page, stack)
+    speak(page, LONG_ENGLISH, "en")
+    page.wait_for_function("window.avatarPlayer.rtc.frames > 25", timeout=20_000)
+    watched: dict[str, float] = page.evaluate(INTERRUPT_AND_WATCH)
+    # Generous bounds on a shared 2-core machine; scripts/benchmark_webrtc.py reports the real figures.
+    assert watched["videoStopMs"] < 500, watched
+    assert watched["audioStopMs"] < 500, watched
+    assert watched["framesAfter"] < 15 and watched["packetsAfter"] < 25, watched
+    # The long sentence had seconds left: had the tracks not been flushed they would still be sending.
+    page.wait_for_function("[...window.avatarPlayer.requests.values()].every(r => r.state === 'interrupted')")
+    speak(page, "Hello again.", "en")  # the session goes on over WebRTC after the interrupt
+    frames = rtc_state(page)["video"]["framesDecoded"]
+    page.wait_for_function(f"(async () => (await window.avatarPlayer.rtc.inbound()).video.framesDecoded > "
+                           f"{frames + 10})()", timeout=15_000)
+
+
+def test_without_rtcpeerconnection_the_player_falls_back_to_mse_and_plays(page: Page, stack: RunningStack) -> None:
+    page.add_init_script("delete window.RTCPeerConnection;")
+    open_player(page, stack, "?transport=webrtc")
+    page.wait_for_function("window.avatarPlayer.rtcFailure !== null", timeout=15_000)
+    assert "RTCPeerConnection" in page.evaluate("window.avatarPlayer.rtcFailure")
+    assert page.is_visible("#video") and page.is_hidden("#rtc-video")
+    speak(page, "Hello.", "en")
+    page.wait_for_function("document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames > 5",
+                           timeout=15_000)
+    wait_until_all_done(page, 1)
+
+
+def test_the_offer_endpoint_refuses_an_unknown_session_and_a_broken_offer(page: Page, stack: RunningStack) -> None:
+    unknown = httpx.post(f"{stack.http}/webrtc/offer", json={"session_id": "nobody", "sdp": "v=0\r\n"}, timeout=10)
+    assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_session"
+    open_player(page, stack)
+    session_id = page.evaluate("window.avatarPlayer.connection.sessionId")
+    broken = httpx.post(f"{stack.http}/webrtc/offer", json={"session_id": session_id, "sdp": "not sdp"}, timeout=10)
+    assert broken.status_code == 400 and broken.json()["code"] == "invalid_offer", broken.text
