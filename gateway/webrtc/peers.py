@@ -12,7 +12,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from confluent_kafka import OFFSET_END
@@ -62,6 +64,7 @@ class WebRtcPeer:
     video: PlayoutVideoTrack
     audio: PlayoutAudioTrack
     loop: asyncio.AbstractEventLoop
+    decoding: ThreadPoolExecutor
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     stats: PeerStats = field(default_factory=PeerStats)
     _inbox: asyncio.Queue[StreamItem] = field(default_factory=asyncio.Queue)
@@ -109,8 +112,9 @@ class WebRtcPeer:
             while len(self._decoders) > MAX_DECODERS:
                 self._decoders.pop(next(iter(self._decoders)))
         started = time.perf_counter()
-        try:  # off the event loop: it also carries the other peers' RTP and the WebSockets
-            decoded = await asyncio.to_thread(decoder.decode, chunk.data, is_last=chunk.is_last)
+        try:  # off the event loop (it carries the RTP and the WebSockets), and off aiortc's encoding threads
+            decoded = await self.loop.run_in_executor(self.decoding, partial(decoder.decode, chunk.data,
+                                                                             is_last=chunk.is_last))
         except UndecodableChunk as error:
             self.stats.undecodable += 1
             log.info("webrtc peer skips a chunk", extra={"peer": self.peer_id, "error": str(error)})
@@ -144,6 +148,7 @@ class WebRtcHub:
         self.addresses = ice.parse_addresses(settings.webrtc_ice_addresses)
         self.peers: dict[str, WebRtcPeer] = {}
         self._closing: set[asyncio.Future[None]] = set()
+        self.decoding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webrtc-decode")
         self.loop = asyncio.get_running_loop()
         ice.gather_on(self.addresses)
         registry.stream.listen(settings.kafka_control_topic, self._on_control, OFFSET_END)
@@ -178,7 +183,7 @@ class WebRtcHub:
         playout: Playout = Playout(lead_s=self.settings.webrtc_lead_ms / 1000, fps=self.settings.video_fps)
         feed = PlayoutFeed(playout, clock)
         return WebRtcPeer(new_id(), session_id, connection, feed, PlayoutVideoTrack(feed), PlayoutAudioTrack(feed),
-                          self.loop)
+                          self.loop, self.decoding)
 
     @staticmethod
     def _attach_tracks(peer: WebRtcPeer) -> None:
@@ -231,3 +236,4 @@ class WebRtcHub:
     async def close_all(self) -> None:
         for peer_id in list(self.peers):
             await self.close(peer_id)
+        self.decoding.shutdown(wait=False, cancel_futures=True)

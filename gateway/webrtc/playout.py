@@ -8,6 +8,12 @@ placed before it, whichever is later; within it, a video frame sits at the chunk
 at the video rate, and audio runs on, sample after sample, from the request's start. Video and audio of a
 request share its base, so they stay in sync whatever the network does. Media that arrives too late for its
 place pushes the rest of its request later by as much (a stall, never a jump out of sync).
+
+Audio never pauses: the audio track sends a 20 ms block every 20 ms, silence where nothing is queued, as a
+microphone would. Measured: with gaps in the audio stream, aiortc's Opus path stamps the first packet after
+a gap as if no gap had been (its resampler counts samples), Chromium's jitter buffer reads that as a packet
+seconds late and grows its delay with every utterance (0.17 s to 1.1 s over five), and the video waits for
+the audio to stay in sync. Video may pause: a frame carries its own timestamp.
 """
 
 from __future__ import annotations
@@ -22,10 +28,6 @@ import numpy.typing as npt
 AUDIO_RATE = 48_000  # the Opus clock aiortc encodes at
 AUDIO_BLOCK = 960  # 20 ms: the frame aiortc's Opus encoder packs
 VIDEO_CLOCK = 90_000  # the RTP video clock
-# aiortc's Opus path holds one block back (measured: the packet of block k leaves when block k+1 is fed),
-# so a run is followed by this many silent blocks to push its last real block out, not keep it until the
-# next utterance.
-TAIL_BLOCKS = 2
 
 Pcm = npt.NDArray[np.int16]
 
@@ -71,12 +73,12 @@ class AudioBlock:
 
     start: int
     pcm: Pcm
-    silent_tail: bool  # only silence, sent to push the encoder's held-back block out
+    silent: bool  # nothing was queued for it
 
     @property
     def release_s(self) -> float:
-        """When to hand it to aiortc: one block early, as aiortc's Opus path sends each block one block late."""
-        return (self.start - AUDIO_BLOCK) / AUDIO_RATE
+        """When the track hands it to aiortc: when the clock reaches its start."""
+        return self.start / AUDIO_RATE
 
 
 @dataclass
@@ -91,8 +93,7 @@ class Playout[Frame]:
     _video: list[tuple[float, str, Frame]] = field(default_factory=list)  # sorted by time
     _audio: list[_AudioRun] = field(default_factory=list)  # sorted by start, never overlapping
     _end_s: float = 0.0  # where everything placed so far ends
-    _cursor: int | None = None  # the next sample the audio track sends
-    _tail_left: int = 0
+    _cursor: int | None = None  # the next sample the audio track sends; set by its first block
 
     # --- filling -------------------------------------------------------------------------------------------
 
@@ -164,42 +165,33 @@ class Playout[Frame]:
         del self._video[:due]
         return VideoDue(at, frame, request_id, skipped=due - 1)
 
-    def next_audio(self) -> AudioBlock | None:
-        """The block the audio track sends next (not yet taken), or None: nothing to send, wait."""
-        self._audio = [run for run in self._audio if self._cursor is None or run.end > self._cursor]
-        run = self._audio[0] if self._audio else None
+    def next_audio(self, now: float) -> AudioBlock:
+        """The block the audio track sends next (not yet taken): from where the last one ended, or from
+        ``now`` for the first; queued audio where there is some, silence elsewhere."""
+        if self._cursor is None:
+            self._cursor = round(now * AUDIO_RATE)
         cursor = self._cursor
-        if run is not None:
-            if cursor is None or (run.start >= cursor + AUDIO_BLOCK and self._tail_left == 0):
-                start = run.start  # the first audio, or after a pause: start where the run starts
-            elif run.start < cursor + AUDIO_BLOCK:
-                start = cursor  # contiguous (or a gap shorter than a block, filled with silence)
-            else:
-                return self._tail(cursor)
-            return AudioBlock(start, self._block_from(start), silent_tail=False)
-        if self._tail_left > 0 and cursor is not None:
-            return self._tail(cursor)
-        return None
-
-    @staticmethod
-    def _tail(cursor: int) -> AudioBlock:
-        return AudioBlock(cursor, np.zeros(AUDIO_BLOCK, np.int16), silent_tail=True)
+        self._audio = [run for run in self._audio if run.end > cursor]
+        pcm, silent = self._block_from(cursor)
+        return AudioBlock(cursor, pcm, silent)
 
     def take_audio(self, block: AudioBlock) -> None:
         """The track sent ``block``: move the cursor past it."""
         self._cursor = block.start + AUDIO_BLOCK
-        self._tail_left = self._tail_left - 1 if block.silent_tail else TAIL_BLOCKS
 
-    def _block_from(self, start: int) -> Pcm:
-        """AUDIO_BLOCK samples from ``start``: queued audio where there is some (across runs), silence elsewhere."""
+    def _block_from(self, start: int) -> tuple[Pcm, bool]:
+        """AUDIO_BLOCK samples from ``start``: queued audio where there is some (across runs), silence elsewhere;
+        and whether it is silence only."""
         block = np.zeros(AUDIO_BLOCK, np.int16)
+        silent = True
         for run in self._audio:
             if run.start >= start + AUDIO_BLOCK:
                 break
             lo, hi = max(start, run.start), min(start + AUDIO_BLOCK, run.end)
             if lo < hi:
                 block[lo - start:hi - start] = run.pcm[lo - run.start:hi - run.start]
-        return block
+                silent = False
+        return block, silent
 
     # --- interrupting --------------------------------------------------------------------------------------
 

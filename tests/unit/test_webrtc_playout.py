@@ -5,19 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.webrtc.playout import AUDIO_BLOCK, AUDIO_RATE, TAIL_BLOCKS, VIDEO_CLOCK, Playout
+from gateway.webrtc.playout import AUDIO_BLOCK, AUDIO_RATE, VIDEO_CLOCK, Playout
 
 
 def tone(seconds: float, value: int = 1000) -> np.ndarray:
     return np.full(round(seconds * AUDIO_RATE), value, np.int16)
 
 
-def drain_audio(playout: Playout[str]) -> list[tuple[int, bool]]:
-    """Every block the audio track would send, as (start sample, silent tail)."""
+def send_audio(playout: Playout[str], blocks: int, now: float = 0.0) -> list[tuple[int, bool]]:
+    """The next ``blocks`` blocks the audio track sends, as (start sample, silent)."""
     sent = []
-    while (block := playout.next_audio()) is not None:
+    for _ in range(blocks):
+        block = playout.next_audio(now)
+        assert len(block.pcm) == AUDIO_BLOCK
         playout.take_audio(block)
-        sent.append((block.start, block.silent_tail))
+        sent.append((block.start, block.silent))
     return sent
 
 
@@ -34,12 +36,14 @@ def test_a_request_starts_lead_after_its_first_media_and_its_frames_follow_the_c
 
 def test_video_and_audio_of_a_request_share_its_base_so_they_start_together() -> None:
     playout: Playout[str] = Playout(lead_s=0.1)
+    assert send_audio(playout, 1, now=1.0) == [(AUDIO_RATE, True)], "the audio clock runs from the first block"
     playout.add_audio("r1", tone(0.2), now=1.0)
     playout.add_video("r1", 0.0, "f0", now=1.05)  # decoded a little later: still on the request's base
-    block = playout.next_audio()
-    assert block is not None and block.start == round(1.1 * AUDIO_RATE)
     assert playout.next_video_at() == pytest.approx(1.1)
-    assert block.release_s == pytest.approx(1.1 - AUDIO_BLOCK / AUDIO_RATE), "one block early: aiortc's hold"
+    sent = send_audio(playout, 6, now=1.0)
+    assert [silent for _, silent in sent] == [True] * 4 + [False] * 2
+    assert sent[4][0] == round(1.1 * AUDIO_RATE), "speech starts at the request's base, with its first frame"
+    assert playout.next_audio(1.0).release_s == pytest.approx(1.14)
 
 
 def test_the_next_request_starts_where_the_previous_ends_not_on_top_of_it() -> None:
@@ -76,41 +80,40 @@ def test_frames_that_came_due_together_send_only_the_newest() -> None:
     assert playout.next_video_at() is None
 
 
-def test_audio_runs_on_in_blocks_then_a_silent_tail_pushes_the_last_block_out_then_nothing() -> None:
+def test_audio_never_pauses_speech_then_silence_on_one_continuous_clock() -> None:
     playout: Playout[str] = Playout()
     playout.add_audio("r1", tone(0.05), now=0.0)  # 2.5 blocks
-    sent = drain_audio(playout)
-    assert sent[:3] == [(0, False), (AUDIO_BLOCK, False), (2 * AUDIO_BLOCK, False)]
-    assert sent[3:] == [(3 * AUDIO_BLOCK + i * AUDIO_BLOCK, True) for i in range(TAIL_BLOCKS)]
-    assert playout.next_audio() is None, "idle: no packets"
+    sent = send_audio(playout, 6)
+    assert [start for start, _ in sent] == [i * AUDIO_BLOCK for i in range(6)], "no gap in the timestamps"
+    assert [silent for _, silent in sent] == [False, False, False, True, True, True]
 
 
 def test_audio_added_while_playing_continues_the_run_without_a_gap() -> None:
     playout: Playout[str] = Playout()
     playout.add_audio("r1", tone(0.04), now=0.0)
-    first = playout.next_audio()
-    assert first is not None
-    playout.take_audio(first)
+    send_audio(playout, 1)
     playout.add_audio("r1", tone(0.04, value=2000), now=0.01)
-    starts = [start for start, silent in drain_audio(playout) if not silent]
-    assert starts == [AUDIO_BLOCK, 2 * AUDIO_BLOCK, 3 * AUDIO_BLOCK]
+    sent = send_audio(playout, 4)
+    assert sent == [(AUDIO_BLOCK, False), (2 * AUDIO_BLOCK, False), (3 * AUDIO_BLOCK, False), (4 * AUDIO_BLOCK, True)]
 
 
-def test_a_block_of_the_queued_audio_holds_its_samples_and_silence_where_there_are_none() -> None:
+def test_a_block_holds_the_queued_samples_and_silence_where_there_are_none() -> None:
     playout: Playout[str] = Playout()
     playout.add_audio("r1", tone(0.01, value=500), now=0.0)  # half a block
-    block = playout.next_audio()
-    assert block is not None and len(block.pcm) == AUDIO_BLOCK
-    assert (block.pcm[:480] == 500).all() and (block.pcm[480:] == 0).all()
+    block = playout.next_audio(0.0)
+    assert not block.silent and (block.pcm[:480] == 500).all() and (block.pcm[480:] == 0).all()
 
 
-def test_after_a_pause_the_audio_jumps_to_the_next_request_and_its_timestamps_say_so() -> None:
+def test_audio_of_a_request_placed_after_a_pause_plays_when_the_clock_reaches_it() -> None:
     playout: Playout[str] = Playout()
-    playout.add_audio("r1", tone(0.02), now=0.0)
-    drain_audio(playout)
+    send_audio(playout, 2)
     playout.add_audio("r2", tone(0.02), now=5.0)
-    block = playout.next_audio()
-    assert block is not None and block.start == 5 * AUDIO_RATE and not block.silent_tail
+    assert playout.next_audio(0.04).silent, "until then: silence"
+    playout.take_audio(playout.next_audio(0.04))
+    for _ in range(round(5.0 * AUDIO_RATE / AUDIO_BLOCK) - 3):
+        playout.take_audio(playout.next_audio(5.0))
+    block = playout.next_audio(5.0)
+    assert block.start == 5 * AUDIO_RATE and not block.silent
 
 
 def test_flush_drops_a_requests_queued_media_refuses_its_later_chunks_and_lets_the_next_start_now() -> None:
@@ -118,12 +121,10 @@ def test_flush_drops_a_requests_queued_media_refuses_its_later_chunks_and_lets_t
     for index in range(50):
         playout.add_video("r1", index * 0.04, f"f{index}", now=0.0)
     playout.add_audio("r1", tone(2.0), now=0.0)
-    first = playout.next_audio()
-    assert first is not None
-    playout.take_audio(first)
+    assert send_audio(playout, 1) == [(0, False)]
     assert playout.flush(["r1"]) == 51
     assert playout.next_video_at() is None
-    assert [silent for _, silent in drain_audio(playout)] == [True] * TAIL_BLOCKS, "only the tail"
+    assert [silent for _, silent in send_audio(playout, 3)] == [True] * 3, "silence from the next block on"
     assert playout.add_video("r1", 2.0, "late", now=0.1) is False and playout.is_stopped("r1")
     assert playout.add_audio("r1", tone(0.1), now=0.1) is False
     playout.add_video("r2", 0.0, "next", now=0.2)
