@@ -18,6 +18,7 @@ same sentences in turn, so both see the same machine load. Figures:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -96,8 +97,15 @@ def open_tab(browser: Any, stack: RunningStack, transport: str) -> Any:
     return page
 
 
+QUIET = """() => { const last = window.frameTimes.at(-1);
+  return last === undefined || performance.now() - last > 500; }"""
+
+
 def speak_once(page: Any, text: str, count: int) -> tuple[float, float]:
-    """(text sent → first frame shown in ms, seconds of speech) of one request, waited until done."""
+    """(text sent → first frame shown in ms, seconds of speech) of one request, waited until done.
+
+    Sent only once the tab has shown no frame for 500 ms, so a late frame of the one before never counts."""
+    page.wait_for_function(QUIET, timeout=30_000)
     page.evaluate(SPEAK, text)
     page.wait_for_function(ALL_DONE, arg=count, timeout=90_000)
     first = page.evaluate(FIRST_FRAME_MS)
@@ -110,7 +118,7 @@ def speak_once(page: Any, text: str, count: int) -> tuple[float, float]:
 def measure_in_browser(stack: RunningStack, runs: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    found: dict[str, Any] = {f"first:{t}": [] for t in TRANSPORTS}
+    found: dict[str, Any] = {f"first:{t}": [] for t in TRANSPORTS} | {"load": []}
     found |= {f"cpu:{t}": 0.0 for t in TRANSPORTS} | {f"speech:{t}": 0.0 for t in TRANSPORTS}
     gateway = gateway_process(stack)
     with sync_playwright() as playwright:
@@ -124,6 +132,7 @@ def measure_in_browser(stack: RunningStack, runs: int) -> dict[str, Any]:
                 found[f"cpu:{transport}"] += cpu_s(gateway) - before
                 found[f"speech:{transport}"] += speech_s
                 found[f"first:{transport}"].append(first_ms)
+                found["load"].append(os.getloadavg()[0])
                 progress(f"run {run + 1}/{runs} {transport}: first frame {first_ms:.0f} ms")
         found["codecs"] = tabs["webrtc"].evaluate(CODECS)
         found["width"] = tabs["webrtc"].evaluate("document.getElementById('rtc-video').videoWidth")
@@ -131,10 +140,11 @@ def measure_in_browser(stack: RunningStack, runs: int) -> dict[str, Any]:
         page = tabs["webrtc"]
         for run in range(max(1, runs // 2)):
             count = runs + run + 1
+            page.wait_for_function(QUIET, timeout=30_000)
             page.evaluate(SPEAK, LONG_ENGLISH)
             page.wait_for_function("window.avatarPlayer.rtc.frames > 0 && window.frameTimes.some("
                                    "(t) => t > window.sentAt + 1000)", timeout=60_000)
-            stops.append(page.evaluate(INTERRUPT_AND_WATCH))
+            stops.append(page.evaluate(INTERRUPT_AND_WATCH, "click"))
             page.wait_for_function(ALL_DONE, arg=count, timeout=30_000)
         found["stops"] = stops
         browser.close()
@@ -203,6 +213,9 @@ def main() -> None:
         first = found[f"first:{transport}"]
         rows.append([transport.upper() if transport == "mse" else "WebRTC", len(first), statistics.median(first),
                      p(first, 0.95), min(first)])
+    load = statistics.median(found["load"])
+    print(f"machine: {os.cpu_count()} cores, 1-minute load average during the runs p50 {load:.1f} "
+          f"(other work shares them)")
     print(table("text sent → first frame shown in Chromium (ms), one run of the real stack",
                 ["transport", "n", "p50", "p95", "min"], rows,
                 lambda c: f"{c:.0f}" if isinstance(c, float) else str(c)))

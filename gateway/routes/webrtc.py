@@ -1,8 +1,10 @@
-"""``POST /webrtc/offer`` and ``DELETE /webrtc/peers/{id}``: a session's video and audio as WebRTC tracks.
+"""``POST /webrtc/offer``, ``POST /webrtc/peers/{id}/interrupt``, ``DELETE /webrtc/peers/{id}``: WebRTC output.
 
 Signalling is one HTTP exchange (the browser gathers its candidates first, aiortc does not trickle); the
 session is the caller's, checked as a WebSocket resume checks it. The WebSocket stays the control channel:
-text in, interrupts, subtitles.
+text in, interrupts, subtitles. A WebSocket interrupt reaches the peer through ``avatar.control`` only for
+requests still in flight; one whose chunks have all arrived may still be queued for playback on the peer, so
+the client also flushes its peer here (the MSE player drops its buffer the same way, in the browser).
 """
 
 from __future__ import annotations
@@ -77,4 +79,17 @@ async def close(peer_id: str, session_id: SessionId, who: Annotated[Principal, D
     if peers.peer_of(peer_id, session_id) is None:
         raise HTTPException(404, detail={"code": "unknown_peer", "message": f"no WebRTC peer '{peer_id}'"})
     await peers.close(peer_id)
+    return Response(status_code=204)
+
+
+@router.post("/webrtc/peers/{peer_id}/interrupt", status_code=204, summary="Flush a WebRTC peer's queued media",
+             responses={404: {"description": "no such peer of yours"}})
+async def interrupt(peer_id: str, session_id: SessionId, who: Annotated[Principal, Depends(principal)],
+                    running: Annotated[Services, Depends(services)],
+                    peers: Annotated[WebRtcHub, Depends(hub)]) -> Response:
+    await _owned_session(running, session_id, who)
+    peer = peers.peer_of(peer_id, session_id)
+    if peer is None:
+        raise HTTPException(404, detail={"code": "unknown_peer", "message": f"no WebRTC peer '{peer_id}'"})
+    peer.interrupt(None)
     return Response(status_code=204)

@@ -257,6 +257,14 @@ class RtcReceiver {
     return found;
   }
 
+  /** Drop what the gateway has queued for this peer (the WebSocket's interrupt stops the requests in flight). */
+  interrupt() {
+    if (!this.live) return;
+    const query = `?session_id=${encodeURIComponent(this.sessionId)}`;
+    fetch(`/webrtc/peers/${encodeURIComponent(this.peerId)}/interrupt${query}`, { method: "POST", keepalive: true,
+      headers: this.token ? { Authorization: `Bearer ${this.token}` } : {} }).catch(() => {});
+  }
+
   close() {
     if (!this.pc) return;
     this.pc.close();
@@ -584,6 +592,7 @@ class AvatarPlayer {
     const active = [...this.requests.values()].filter((r) => r.state === "queued" || r.state === "playing");
     if (!active.length && !this.awaitingAccept.length) return;
     this.connection.send({ type: "interrupt" });
+    this.rtc.interrupt();
     for (const request of [...active, ...this.awaitingAccept]) {
       if (request.id) this.interrupted.add(request.id);
       request.state = "interrupted";
