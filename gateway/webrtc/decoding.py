@@ -61,6 +61,14 @@ def split_init_segment(data: bytes) -> tuple[bytes, bytes]:
 
 
 @dataclass
+class Demuxed:
+    """One chunk demuxed: its audio decoded, its video packets not yet."""
+
+    audio: Pcm = field(default_factory=lambda: np.empty(0, np.int16))
+    video_packets: list[av.Packet] = field(default_factory=list)
+
+
+@dataclass
 class Decoded:
     """One chunk's media: video frames at their time within the request, and the audio that follows on."""
 
@@ -78,6 +86,18 @@ class RequestDecoder:
         self._resampler = AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
 
     def decode(self, data: bytes, *, is_last: bool = False) -> Decoded:
+        """The whole chunk at once: its video frames and its audio."""
+        demuxed = self.demux(data, is_last=is_last)
+        decoded = Decoded(audio=demuxed.audio)
+        for packet in demuxed.video_packets:
+            decoded.video += self.decode_video(packet)
+        if is_last:
+            decoded.video += self.decode_video(None)
+        return decoded
+
+    def demux(self, data: bytes, *, is_last: bool = False) -> Demuxed:
+        """The chunk's audio, decoded (~1 ms), and its video packets, to decode one by one with decode_video:
+        the first frame can go out before the chunk's last is decoded (10 frames of 512x512 take ~40 ms)."""
         init, fragment = split_init_segment(data)
         first = self.init_segment is None
         if first:
@@ -85,7 +105,7 @@ class RequestDecoder:
                 raise UndecodableChunk("the request's first chunk (with the init segment) was not seen")
             self.init_segment = init
         assert self.init_segment is not None
-        decoded = Decoded()
+        demuxed = Demuxed()
         audio: list[Pcm] = []
         options = {} if first else {"ignore_editlist": "1"}
         try:
@@ -96,17 +116,23 @@ class RequestDecoder:
                     if packet.size == 0 or packet.pts is None:
                         continue
                     if packet.stream.type == "video":
-                        decoded.video += self._decode_video(packet)
+                        demuxed.video_packets.append(packet)
                     elif packet.stream.type == "audio":
                         audio += self._decode_audio(packet)
             if is_last:
-                decoded.video += self._drain_video()
                 audio += self._resampled(None)
         except av.FFmpegError as error:
             raise UndecodableChunk(f"corrupt chunk: {error}") from error
         if audio:
-            decoded.audio = np.concatenate(audio)
-        return decoded
+            demuxed.audio = np.concatenate(audio)
+        return demuxed
+
+    def decode_video(self, packet: av.Packet | None) -> list[tuple[float, VideoFrame]]:
+        """The frames of one video packet (None: drain the decoder at the request's end)."""
+        try:
+            return self._decode_video(packet) if packet is not None else self._drain_video()
+        except av.FFmpegError as error:
+            raise UndecodableChunk(f"corrupt video: {error}") from error
 
     def _open_decoders(self, container: InputContainer) -> None:
         if self._video is None and container.streams.video:

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
+import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from confluent_kafka import OFFSET_END
 from pydantic import ValidationError
@@ -32,6 +34,7 @@ from schemas.common import new_id
 from schemas.control import Interrupt
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_DECODERS = 8  # requests decoded at once by one peer; the pipeline sends a session's requests in turn
 
 
@@ -50,7 +53,7 @@ class PeerStats:
     chunks: int = 0
     undecodable: int = 0
     dropped_stopped: int = 0
-    decode_s: float = 0.0  # CPU-side time spent decoding fMP4 (wall time of the decode calls)
+    decode_s: float = 0.0  # from each chunk's turn to its last frame queued (wall time)
 
 
 @dataclass
@@ -102,6 +105,9 @@ class WebRtcPeer:
                 log.exception("webrtc peer failed to play a chunk", extra={"peer": self.peer_id})
 
     async def _play(self, chunk: Chunk) -> None:
+        """Decode a chunk and queue it: its audio first (it places the request), then frame after frame, each
+        queued as soon as it is decoded. Decoding runs off the event loop (it carries the RTP and the
+        WebSockets) and off aiortc's encoding threads."""
         playout = self.feed.playout
         if playout.is_stopped(chunk.request_id):
             self.stats.dropped_stopped += 1
@@ -112,9 +118,17 @@ class WebRtcPeer:
             while len(self._decoders) > MAX_DECODERS:
                 self._decoders.pop(next(iter(self._decoders)))
         started = time.perf_counter()
-        try:  # off the event loop (it carries the RTP and the WebSockets), and off aiortc's encoding threads
-            decoded = await self.loop.run_in_executor(self.decoding, partial(decoder.decode, chunk.data,
-                                                                             is_last=chunk.is_last))
+        try:
+            demuxed = await self._off_loop(partial(decoder.demux, chunk.data, is_last=chunk.is_last))
+            # An interrupt may come at any await: the playout refuses a stopped request's media itself.
+            playout.add_audio(chunk.request_id, demuxed.audio, self.feed.clock.now())
+            packets: list[av.Packet | None] = [*demuxed.video_packets, *([None] if chunk.is_last else [])]
+            for packet in packets:
+                frames = await self._off_loop(partial(decoder.decode_video, packet))
+                now = self.feed.clock.now()
+                for rel_s, frame in frames:
+                    playout.add_video(chunk.request_id, rel_s, frame, now)
+                self.feed.changed()
         except UndecodableChunk as error:
             self.stats.undecodable += 1
             log.info("webrtc peer skips a chunk", extra={"peer": self.peer_id, "error": str(error)})
@@ -124,12 +138,9 @@ class WebRtcPeer:
         if chunk.is_last:
             self._decoders.pop(chunk.request_id, None)
         self.stats.chunks += 1
-        now = self.feed.clock.now()
-        # An interrupt may have come while decoding: the playout refuses the stopped request's media itself.
-        for rel_s, frame in decoded.video:
-            playout.add_video(chunk.request_id, rel_s, frame, now)
-        playout.add_audio(chunk.request_id, decoded.audio, now)
-        self.feed.changed()
+
+    async def _off_loop(self, work: Callable[[], T]) -> T:
+        return await self.loop.run_in_executor(self.decoding, work)
 
     async def close(self) -> None:
         if self._pump is not None:

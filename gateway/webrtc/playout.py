@@ -6,8 +6,10 @@ clock the tracks pace against) and get back what to send next.
 The timeline: a request is placed when its first media arrives, at ``now + lead`` or right after everything
 placed before it, whichever is later; within it, a video frame sits at the chunk's ``pts_ms`` plus its index
 at the video rate, and audio runs on, sample after sample, from the request's start. Video and audio of a
-request share its base, so they stay in sync whatever the network does. Media that arrives too late for its
-place pushes the rest of its request later by as much (a stall, never a jump out of sync).
+request share its base, so they stay in sync whatever the network does. Audio that arrives too late for its
+place pushes the rest of its request, audio and video, later by as much (a stall, never a jump out of
+sync); a late frame is sent at once and the next keep their time. A chunk's audio is queued before its
+frames (peers.py), so its lateness moves the base before the frames are placed.
 
 Audio never pauses: the audio track sends a 20 ms block every 20 ms, silence where nothing is queued, as a
 microphone would. Measured: with gaps in the audio stream, aiortc's Opus path stamps the first packet after
@@ -102,7 +104,7 @@ class Playout[Frame]:
         if request_id in self._stopped:
             return False
         placed = self._place(request_id, now)
-        at = self._on_time(placed, rel_s, now)
+        at = placed.base_s + rel_s  # late: sent at once (and skipped if a newer one is due too), in sync
         index = len(self._video)
         while index > 0 and self._video[index - 1][0] > at:
             index -= 1

@@ -60,15 +60,28 @@ def test_the_next_request_starts_where_the_previous_ends_not_on_top_of_it() -> N
     assert frames == [("a", 0.0), ("b", 0.96), ("c", 1.0)]
 
 
-def test_late_media_moves_the_rest_of_its_request_later_audio_and_video_together() -> None:
+def test_late_audio_moves_the_rest_of_its_request_later_audio_and_video_together() -> None:
     playout: Playout[str] = Playout(lead_s=0.0)
+    playout.add_audio("r1", tone(0.48), now=0.0)
     playout.add_video("r1", 0.0, "f0", now=0.0)
-    playout.add_video("r1", 0.48, "f12", now=0.8)  # arrived 0.32 s after its place
+    playout.add_audio("r1", tone(0.48), now=0.8)  # the second chunk's audio arrived 0.32 s after its place
+    playout.add_video("r1", 0.48, "f12", now=0.8)
     playout.add_video("r1", 0.52, "f13", now=0.8)
     assert playout.due_video(0.0) is not None
     due = playout.due_video(0.8)
     assert due is not None and due.frame == "f12" and due.at_s == pytest.approx(0.8)
     assert playout.next_video_at() == pytest.approx(0.84), "the rest keeps its spacing"
+
+
+def test_a_late_frame_goes_at_once_and_the_next_keep_their_time() -> None:
+    playout: Playout[str] = Playout(lead_s=0.0)
+    playout.add_audio("r1", tone(1.0), now=0.0)
+    playout.add_video("r1", 0.0, "f0", now=0.05)  # decoded after its place: not moved, so audio stays in sync
+    playout.add_video("r1", 0.04, "f1", now=0.05)
+    due = playout.due_video(0.05)
+    assert due is not None and due.frame == "f1" and due.skipped == 1
+    playout.add_video("r1", 0.08, "f2", now=0.05)
+    assert playout.next_video_at() == pytest.approx(0.08)
 
 
 def test_frames_that_came_due_together_send_only_the_newest() -> None:
