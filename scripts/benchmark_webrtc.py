@@ -154,7 +154,8 @@ def measure_in_browser(stack: RunningStack, runs: int) -> dict[str, Any]:
 
 
 def sample_request(seconds: float, size: int) -> list[bytes]:
-    """A request's chunks as the lip-sync processor writes them (10 frames, then 12 a chunk)."""
+    """A request's chunks as the lip-sync processor writes them (10 frames, then 12 a chunk), of a shifting
+    noise picture: harder to code than a face, so the parts measured on it are upper bounds."""
     writer = FragmentedMp4Writer(size, size, fps=25, audio_rate=24000)
     rng = np.random.default_rng(1)
     base = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
