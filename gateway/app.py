@@ -18,6 +18,7 @@ from gateway.routes import ROUTERS
 from gateway.sample_avatar import ensure_sample_avatar
 from gateway.security_headers import SecurityHeaders
 from gateway.services import Services
+from gateway.webrtc.peers import WebRtcHub
 from infra.settings import Settings
 
 
@@ -28,9 +29,13 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.register_sample_avatar:
             ensure_sample_avatar(services.store, settings.sample_avatar_id)
         app.state.services = services
+        # WebRTC peers live on this event loop; the hub also hears interrupts on the control topic.
+        app.state.webrtc = WebRtcHub(settings, services.sessions) if settings.webrtc_max_peers else None
         try:
             yield
         finally:
+            if app.state.webrtc is not None:
+                await app.state.webrtc.close_all()
             services.stop()
 
     app = FastAPI(title="Avatar streaming service", version="0.1.0", lifespan=lifespan,
@@ -49,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-RATE_LIMITED_POSTS = {"/avatar/register": "uploads", "/avatar/process": "requests"}
+RATE_LIMITED_POSTS = {"/avatar/register": "uploads", "/avatar/process": "requests", "/webrtc/offer": "connections"}
 
 
 def install_rate_limits(app: FastAPI, settings: Settings) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 
 from confluent_kafka import OFFSET_BEGINNING
 
@@ -33,6 +34,7 @@ class SessionRegistry:
         self.store = store
         self.stream = stream
         self._connected: set[str] = set()  # sessions with a connection on this gateway
+        self._tapped: Counter[str] = Counter()  # sessions with second readers here (WebRTC peers), how many
         self._lock = threading.Lock()  # the housekeeping thread reads what the event loop changes
         self._stop = threading.Event()
 
@@ -71,6 +73,20 @@ class SessionRegistry:
         with self._lock:
             self._connected.discard(session_id)
 
+    def tap(self, session_id: str, listener: Listener) -> None:
+        """Also deliver the session's records to ``listener``, from where they are read now (its WebRTC output);
+        the session counts as connected, so it is not ended as idle, until untapped."""
+        self.stream.tap(self.settings.session_topic(session_id), listener)
+        with self._lock:
+            self._tapped[session_id] += 1
+
+    def untap(self, session_id: str, listener: Listener) -> None:
+        self.stream.untap(self.settings.session_topic(session_id), listener)
+        with self._lock:
+            self._tapped[session_id] -= 1
+            if self._tapped[session_id] <= 0:
+                del self._tapped[session_id]
+
     def touch(self, session_id: str) -> None:
         """The session is in use again: it is not idle. Blocking."""
         self.store.touch([session_id])
@@ -78,7 +94,7 @@ class SessionRegistry:
     def end_idle_sessions(self) -> list[str]:
         """Keep the connected sessions alive, end the idle ones (any gateway's) and delete their topics."""
         with self._lock:
-            connected = sorted(self._connected)
+            connected = sorted(self._connected | set(self._tapped))
         self.store.touch(connected)
         ended = self.store.end_idle(self.settings.session_idle_ttl_s)
         if ended:

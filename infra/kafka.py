@@ -16,10 +16,15 @@ from infra.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# librdkafka's own log lines (a broker that cannot be reached, ...) go through Python logging, so they are
+# structured like every other line instead of raw "%3|...|FAIL|" text on stderr.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
     """What every client shares; librdkafka's own log lines only when debugging (syslog levels)."""
     return {"bootstrap.servers": settings.kafka_bootstrap_servers,
-            "log_level": 7 if settings.log_level == "DEBUG" else 3}
+            "log_level": 7 if settings.log_level == "DEBUG" else 3, "logger": LIBRDKAFKA_LOG}
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -178,6 +179,22 @@ class Settings(BaseSettings):
                                          "longer is refused (audio_too_long)")
     audio_max_upload_bytes: Bytes = Field(50 * 1024 * 1024, ge=1024,
                                           description="largest audio file on POST /avatar/process (a size)")
+
+    # WebRTC output (gateway/webrtc/, docs/clients.md): each peer decodes its session's fMP4 and re-encodes it
+    # for WebRTC on this gateway's CPU, so peers beyond the bound are refused (503) rather than starving others.
+    webrtc_max_peers: int = Field(8, ge=0, le=1000, description="WebRTC peers at once on this gateway; 0 = off")
+    webrtc_lead_ms: int = Field(40, ge=0, le=2000,
+                                description="a request's WebRTC playout starts this far after its first chunk")
+    webrtc_ice_addresses: str = Field("", description="comma-separated addresses WebRTC gathers host candidates on; "
+                                      "empty = every interface but loopback (aiortc's choice)")
+
+    @field_validator("webrtc_ice_addresses")
+    @classmethod
+    def _ice_addresses_are_addresses(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                ipaddress.ip_address(part)  # a name or a typo fails here, not at the first offer
+        return value
 
     # Lip-sync
     lipsync_engine: Literal["embedded", "wav2lip"] = Field("embedded",

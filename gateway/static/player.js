@@ -1,4 +1,5 @@
-// The web player: /ws/stream chunks → one MSE SourceBuffer on one timeline, subtitles, interrupt, latency.
+// The web player: /ws/stream chunks → one MSE SourceBuffer on one timeline (or the session as WebRTC tracks,
+// POST /webrtc/offer, falling back to MSE), subtitles, interrupt, latency.
 "use strict";
 
 const TEXT = {
@@ -10,7 +11,8 @@ const TEXT = {
     placeholder: "Type something and press Speak: the avatar appears with its first word.",
     firstChunk: "First chunk", playStart: "Playback start", margin: "Buffer margin", late: "Late chunks",
     chunks: "Chunks", frames: "Frames shown", rtt: "Round trip", token: "Access token",
-    tokenHint: "Only needed when the service is not in dev mode.", switchTo: "English",
+    tokenHint: "Only needed when the service is not in dev mode.", switchTo: "English", webrtc: "WebRTC",
+    rtcFallback: "WebRTC unavailable, playing over MSE:",
     queued: "queued", playing: "playing", done: "done", interrupted: "interrupted", failed: "failed",
     sending: "sending…", noText: "Type something first.", unsupported: "This browser cannot play",
     avatarsFallback: "avatar list unavailable; using the sample avatar",
@@ -23,7 +25,8 @@ const TEXT = {
     placeholder: "چیزی بنویسید و «بگو» را بزنید: آواتار با اولین کلمه ظاهر می‌شود.",
     firstChunk: "اولین قطعه", playStart: "شروع پخش", margin: "حاشیهٔ بافر", late: "قطعه‌های دیررس",
     chunks: "قطعه‌ها", frames: "فریم‌های نمایش‌داده", rtt: "رفت و برگشت", token: "توکن دسترسی",
-    tokenHint: "فقط وقتی سرویس در حالت توسعه نیست لازم است.", switchTo: "فارسی",
+    tokenHint: "فقط وقتی سرویس در حالت توسعه نیست لازم است.", switchTo: "فارسی", webrtc: "WebRTC",
+    rtcFallback: "WebRTC در دسترس نیست، پخش با MSE:",
     queued: "در صف", playing: "در حال پخش", done: "پایان", interrupted: "متوقف شد", failed: "خطا",
     sending: "در حال ارسال…", noText: "اول چیزی بنویسید.", unsupported: "این مرورگر نمی‌تواند پخش کند",
     avatarsFallback: "فهرست آواتارها در دسترس نیست؛ آواتار نمونه استفاده می‌شود",
@@ -36,6 +39,8 @@ const TEXT_INPUT_ERRORS = new Set(["empty_text", "text_too_long", "unsupported_l
 const PING_EVERY_MS = 10000;
 const IDLE_WITHIN_S = 0.08;  // a playhead this close to the end of the buffered media has nothing left to play
 const KEEP_BEHIND_S = 30;  // played media kept in the SourceBuffer; older is evicted to stay under quota
+const RTC_GATHER_MS = 3000;  // the gateway (aiortc) takes no trickled candidates: the offer waits for all
+const RTC_CONNECT_MS = 8000;  // no connection by then: fall back to MSE
 
 const $ = (id) => document.getElementById(id);
 
@@ -170,6 +175,108 @@ class MediaTimeline {
         reject(error);
       }
     });
+  }
+}
+
+/** Resolves once ``test()`` holds, checked on each ``event`` of ``target``; rejects after ``ms``. */
+function until(target, event, test, ms, what) {
+  return new Promise((resolve, reject) => {
+    if (test()) { resolve(); return; }
+    const timer = setTimeout(() => { target.removeEventListener(event, check); reject(new Error(what)); }, ms);
+    const check = () => {
+      if (!test()) return;
+      clearTimeout(timer);
+      target.removeEventListener(event, check);
+      resolve();
+    };
+    target.addEventListener(event, check);
+  });
+}
+
+/** The session's video and audio as WebRTC tracks (POST /webrtc/offer); the WebSocket stays the control
+ * channel. Counts the frames shown (requestVideoFrameCallback) for the latency figures and the tests. */
+class RtcReceiver {
+  constructor(video, onFrame) {
+    this.video = video;
+    this.onFrame = onFrame;
+    this.pc = null;
+    this.peerId = null;
+    this.sessionId = null;
+    this.token = "";
+    this.live = false;
+    this.frames = 0;
+  }
+
+  async connect(sessionId, token) {
+    this.close();
+    if (typeof RTCPeerConnection !== "function") throw new Error("this browser has no RTCPeerConnection");
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    this.pc = pc;
+    this.sessionId = sessionId;
+    this.token = token;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    const stream = new MediaStream();
+    pc.addEventListener("track", (event) => stream.addTrack(event.track));
+    this.video.srcObject = stream;
+    await pc.setLocalDescription(await pc.createOffer());
+    await until(pc, "icegatheringstatechange", () => pc.iceGatheringState === "complete", RTC_GATHER_MS,
+      "ICE gathering did not finish");
+    const response = await fetch("/webrtc/offer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify({ session_id: sessionId, sdp: pc.localDescription.sdp, type: "offer" }),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(`${body.code}: ${body.message}`);
+    if (this.pc !== pc) return;  // closed meanwhile
+    this.peerId = body.peer_id;
+    await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
+    await until(pc, "connectionstatechange", () => pc.connectionState === "connected", RTC_CONNECT_MS,
+      `no WebRTC connection (${pc.connectionState})`);
+    this.live = true;
+    this.video.play().catch(() => {});
+    const frame = (now, meta) => {
+      if (this.pc !== pc) return;
+      this.frames = meta.presentedFrames;
+      this.onFrame(now);
+      this.video.requestVideoFrameCallback(frame);
+    };
+    this.video.requestVideoFrameCallback(frame);
+  }
+
+  /** The inbound-rtp figures of each track: packets, bytes, frames decoded, audio energy. */
+  async inbound() {
+    const found = {};
+    if (!this.pc) return found;
+    (await this.pc.getStats()).forEach((report) => {
+      if (report.type !== "inbound-rtp") return;
+      found[report.kind] = { packets: report.packetsReceived, bytes: report.bytesReceived,
+        framesDecoded: report.framesDecoded ?? null, audioEnergy: report.totalAudioEnergy ?? null };
+    });
+    return found;
+  }
+
+  /** Drop what the gateway has queued for this peer (the WebSocket's interrupt stops the requests in flight). */
+  interrupt() {
+    if (!this.live) return;
+    const query = `?session_id=${encodeURIComponent(this.sessionId)}`;
+    fetch(`/webrtc/peers/${encodeURIComponent(this.peerId)}/interrupt${query}`, { method: "POST", keepalive: true,
+      headers: this.token ? { Authorization: `Bearer ${this.token}` } : {} }).catch(() => {});
+  }
+
+  close() {
+    if (!this.pc) return;
+    this.pc.close();
+    if (this.peerId) {
+      const query = `?session_id=${encodeURIComponent(this.sessionId)}`;
+      fetch(`/webrtc/peers/${encodeURIComponent(this.peerId)}${query}`, { method: "DELETE", keepalive: true,
+        headers: this.token ? { Authorization: `Bearer ${this.token}` } : {} }).catch(() => {});
+    }
+    this.pc = null;
+    this.peerId = null;
+    this.live = false;
+    this.video.srcObject = null;
   }
 }
 
@@ -341,6 +448,12 @@ class AvatarPlayer {
     this.lastAdvanceAt = 0;       // when currentTime last moved: tells a halted video from a playing one
     this.errors = [];
     this.timeline = new MediaTimeline(this.video, (error) => this.fail(String(error.message || error)));
+    // "webrtc" (?transport=webrtc or the toggle) plays the session over WebRTC when it connects, else MSE.
+    this.transport = new URLSearchParams(location.search).get("transport")
+      || localStorage.getItem("player.transport") || "mse";
+    this.rtc = new RtcReceiver($("rtc-video"), (now) => this.onRtcFrame(now));
+    this.rtcFailure = null;  // why the last WebRTC attempt fell back to MSE
+    this.rtcEnd = 0;  // performance.now() at which the requests started over WebRTC so far end
     this.idle = new IdleLoop($("idle-video"), () => $("token").value);
     this.connection = new Connection({
       state: (state) => {
@@ -365,6 +478,8 @@ class AvatarPlayer {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) this.say();
     });
     $("avatar").addEventListener("change", () => this.selectAvatar($("avatar").value));
+    $("webrtc").checked = this.transport === "webrtc";
+    $("webrtc").addEventListener("change", () => this.chooseTransport($("webrtc").checked ? "webrtc" : "mse"));
     const token = new URLSearchParams(location.search).get("token") || localStorage.getItem("player.token") || "";
     $("token").value = token;
     $("token-form").addEventListener("submit", (event) => {
@@ -451,6 +566,7 @@ class AvatarPlayer {
     const message = { type: "text_input", text };
     if (language) message.language = language;
     this.video.play().catch(() => {});  // inside the click: lets the browser play sound once media arrives
+    if (this.rtc.live) this.rtc.video.play().catch(() => {});
     if (!this.connection.send(message)) {
       this.status(this.t("closed"), true);
       return;
@@ -476,12 +592,14 @@ class AvatarPlayer {
     const active = [...this.requests.values()].filter((r) => r.state === "queued" || r.state === "playing");
     if (!active.length && !this.awaitingAccept.length) return;
     this.connection.send({ type: "interrupt" });
+    this.rtc.interrupt();
     for (const request of [...active, ...this.awaitingAccept]) {
       if (request.id) this.interrupted.add(request.id);
       request.state = "interrupted";
       this.renderRequest(request);
     }
     this.timeline.clearAhead();
+    this.rtcEnd = 0;  // the gateway flushes the WebRTC tracks: the next request starts with its first frame
     const now = this.video.currentTime;
     this.cues = this.cues.filter((cue) => cue.start <= now && cue.request.state !== "interrupted");
     $("subtitle").replaceChildren();
@@ -493,6 +611,7 @@ class AvatarPlayer {
       case "session_ready":
         if (message.resumed) this.status(`session ${message.session_id.slice(0, 8)} resumed`);
         this.idle.load(message.avatar_id, message.idle_clip_url);
+        if (this.transport === "webrtc" && this.rtc.sessionId !== message.session_id) this.startRtc();
         break;
       case "request_accepted": {
         const request = this.awaitingAccept.shift();
@@ -528,16 +647,24 @@ class AvatarPlayer {
     if (request.seqs.has(chunk.seq)) return;  // delivery is at-least-once: a replayed chunk is not played twice
     request.seqs.add(chunk.seq);
     const arrivedAt = performance.now();
-    if (request.firstChunkAt === null) {
+    const first = request.firstChunkAt === null;
+    if (first) {
       request.firstChunkAt = arrivedAt;
       this.stats.firstChunkMs = arrivedAt - request.sentAt;
-      this.timeline.startRequest(request, chunk.mime);
-      this.video.play().catch(() => {});
     }
     if (chunk.seq === 0 || request.state === "queued") request.state = "playing";
     request.chunks += 1;
     this.stats.chunks += 1;
-    this.timeline.append(base64ToBytes(chunk.data), () => this.place(request, chunk));
+    if (this.rtc.live) {
+      request.overRtc = true;  // its media arrives on the WebRTC tracks; the chunk gives cues and the end
+      this.placeRtc(request, chunk);
+    } else {
+      if (first) {
+        this.timeline.startRequest(request, chunk.mime);
+        this.video.play().catch(() => {});
+      }
+      this.timeline.append(base64ToBytes(chunk.data), () => this.place(request, chunk));
+    }
     this.renderRequest(request);
     this.showActivity();
   }
@@ -570,6 +697,59 @@ class AvatarPlayer {
     }
   }
 
+  /** Over WebRTC a request plays on the wall clock from its first frame shown: cues are kept relative to it. */
+  placeRtc(request, chunk) {
+    const start = chunk.pts_ms / 1000;
+    if (chunk.text) {
+      const open = this.cues.find((cue) => cue.request === request && cue.end === null);
+      if (open) open.end = start;
+      this.cues.push({ start, end: null, text: chunk.text, request, relative: true });
+    }
+    if (chunk.is_last) {
+      request.end = start + chunk.duration_ms / 1000;
+      for (const cue of this.cues) if (cue.request === request && cue.end === null) cue.end = request.end;
+    }
+  }
+
+  /** A WebRTC frame was shown: the first request waiting for its first frame starts now. */
+  onRtcFrame(now) {
+    const waiting = [...this.requests.values()].find((r) => r.overRtc && r.state === "playing"
+      && r.playStartAt === null);
+    if (!waiting || now < waiting.firstChunkAt || now < this.rtcEnd) return;
+    waiting.playStartAt = now;
+    waiting.base = now / 1000;
+    this.stats.playStartMs = now - waiting.sentAt;
+  }
+
+  chooseTransport(transport) {
+    this.transport = transport;
+    localStorage.setItem("player.transport", transport);
+    if (transport === "webrtc") this.startRtc();
+    else this.useMse(null);
+  }
+
+  async startRtc() {
+    const sessionId = this.connection.sessionId;
+    if (!sessionId) return;
+    try {
+      await this.rtc.connect(sessionId, $("token").value);
+      this.rtcFailure = null;
+      this.video.pause();
+      this.video.hidden = true;
+      this.rtc.video.hidden = false;
+    } catch (error) {
+      this.useMse(String(error.message || error));
+    }
+  }
+
+  useMse(failure) {
+    this.rtc.close();
+    this.rtcFailure = failure;
+    this.rtc.video.hidden = true;
+    this.video.hidden = false;
+    if (failure) this.status(`${this.t("rtcFallback")} ${failure}`, true);
+  }
+
   onError(message) {
     this.errors.push(message);
     let request = message.request_id ? this.requests.get(message.request_id) : null;
@@ -595,7 +775,17 @@ class AvatarPlayer {
       this.lastTime = now;
       this.lastAdvanceAt = performance.now();
     }
+    const wall = performance.now();
     for (const request of this.requests.values()) {
+      if (request.overRtc) {
+        if (request.state !== "playing" || request.playStartAt === null) continue;
+        if (request.end !== null) this.rtcEnd = Math.max(this.rtcEnd, request.playStartAt + request.end * 1000);
+        if (request.end !== null && wall >= request.playStartAt + request.end * 1000) {
+          request.state = "done";
+          this.renderRequest(request);
+        }
+        continue;
+      }
       if (request.state !== "playing" || request.base === null) continue;
       if (request.playStartAt === null && now > request.base + 0.001 && !this.video.paused) {
         request.playStartAt = performance.now();
@@ -619,7 +809,12 @@ class AvatarPlayer {
   }
 
   showSubtitle(now) {
-    const cue = this.cues.find((c) => c.start <= now && (c.end === null || now < c.end)
+    const at = (cue) => {
+      if (!cue.relative) return now;  // MSE cues sit on the media timeline
+      const start = cue.request.playStartAt;  // WebRTC cues: seconds since the request's first frame
+      return start === null ? -Infinity : (performance.now() - start) / 1000;
+    };
+    const cue = this.cues.find((c) => c.start <= at(c) && (c.end === null || at(c) < c.end)
       && c.request.state !== "interrupted");
     const box = $("subtitle");
     const shown = box.firstChild ? box.firstChild.textContent : "";
@@ -701,6 +896,7 @@ class AvatarPlayer {
   render() {
     const s = this.stats;
     const quality = this.video.getVideoPlaybackQuality ? this.video.getVideoPlaybackQuality() : null;
+    const frames = this.rtc.live ? this.rtc.frames : (quality ? quality.totalVideoFrames : 0);
     $("stat-first-chunk").textContent = s.firstChunkMs === null ? "–" : this.quantity(s.firstChunkMs, "ms");
     $("stat-play-start").textContent = s.playStartMs === null ? "–" : this.quantity(s.playStartMs, "ms");
     $("stat-margin").textContent = s.marginS === null ? "–"
@@ -708,7 +904,7 @@ class AvatarPlayer {
     $("stat-margin").classList.toggle("late", s.marginS !== null && s.marginS < 0);
     $("stat-late").textContent = this.number(s.late);
     $("stat-chunks").textContent = this.number(s.chunks);
-    $("stat-frames").textContent = this.number(quality ? quality.totalVideoFrames : 0);
+    $("stat-frames").textContent = this.number(frames);
     $("stat-rtt").textContent = s.rttMs === null ? "–" : this.quantity(s.rttMs, "ms");
   }
 

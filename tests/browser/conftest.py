@@ -10,7 +10,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+                 "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
+                 # WebRTC on loopback (tests/browser/test_webrtc_player.py): offer 127.0.0.1 candidates, as plain
+                 # addresses rather than mDNS names, so ICE stays on this machine
+                 "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
 
 @pytest.fixture(scope="module")

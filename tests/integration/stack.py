@@ -66,8 +66,9 @@ def start_stack(bootstrap: str, database_url: str, port: int, timeout_s: float =
                 capture_output: bool = False, sigint_ignored: bool = False) -> RunningStack:
     """``capture_output``: the launcher's standard output goes to ``process.stdout``; ``sigint_ignored``: started
     as a background job of a non-interactive shell is (SIGINT ignored, which the launcher inherits)."""
+    # WebRTC's ICE on loopback only: the tests never send to any other address.
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=database_url, PORT=str(port),
-               LOG_LEVEL="WARNING", FACE_DATA_KEYS=TEST_FACE_DATA_KEYS)
+               LOG_LEVEL="WARNING", FACE_DATA_KEYS=TEST_FACE_DATA_KEYS, WEBRTC_ICE_ADDRESSES="127.0.0.1")
     process = subprocess.Popen([sys.executable, "-m", "infra.launcher"], cwd=PROJECT_ROOT, env=env,
                                start_new_session=True, stdout=subprocess.PIPE if capture_output else None,
                                preexec_fn=_ignore_sigint if sigint_ignored else None)

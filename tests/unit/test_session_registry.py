@@ -53,12 +53,19 @@ class Admin:
 class Stream:
     def __init__(self) -> None:
         self.heard: dict[str, int] = {}
+        self.tapped: list[str] = []
 
     def listen(self, topic: str, _listener: Any, from_offset: int) -> None:
         self.heard[topic] = from_offset
 
     def forget(self, topic: str) -> None:
         self.heard.pop(topic)
+
+    def tap(self, topic: str, _listener: Any) -> None:
+        self.tapped.append(topic)
+
+    def untap(self, topic: str, _listener: Any) -> None:
+        self.tapped.remove(topic)
 
 
 @pytest.fixture
@@ -99,3 +106,20 @@ def test_housekeeping_keeps_the_attached_sessions_alive_and_deletes_the_topics_o
     store.idle = ["gone"]
     assert registry.end_idle_sessions() == ["gone"]
     assert store.touched == [["s1"]] and admin.deleted == ["avatar.session.gone"]
+
+
+def test_a_session_tapped_by_a_webrtc_peer_stays_alive_after_its_websocket_left_until_untapped(parts: Any) -> None:
+    registry, store, _admin, stream = parts
+    registry.attach("s1", lambda _record: None, 0)
+    peer = lambda _record: None  # noqa: E731
+    registry.tap("s1", peer)
+    registry.tap("s1", peer)
+    registry.detach("s1")
+    registry.end_idle_sessions()
+    assert store.touched[-1] == ["s1"] and stream.tapped == ["avatar.session.s1"] * 2
+    registry.untap("s1", peer)
+    registry.end_idle_sessions()
+    assert store.touched[-1] == ["s1"], "one peer is left"
+    registry.untap("s1", peer)
+    registry.end_idle_sessions()
+    assert store.touched[-1] == [] and stream.tapped == []

@@ -1,0 +1,250 @@
+"""This gateway's WebRTC peers: an offer answered, the session's stream tapped, its chunks played, interrupts heard.
+
+A peer reads its session through the gateway's one session-stream consumer as a tap beside the session's
+WebSocket (``SessionRegistry.tap``): adding it never moves where the WebSocket reads. Interrupts are heard
+where every processor hears them, on ``avatar.control``: the WebSocket protocol (gateway/ws.py) needs no
+change, and a peer on one gateway stops when the WebSocket on another is interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+import av
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from confluent_kafka import OFFSET_END
+from pydantic import ValidationError
+
+from consumers.session_reader import Chunk, FirstCopies, StreamItem, decode_session_record
+from consumers.session_stream import Record
+from gateway.sessions import SessionRegistry
+from gateway.webrtc import ice
+from gateway.webrtc.decoding import RequestDecoder, UndecodableChunk
+from gateway.webrtc.playout import Playout
+from gateway.webrtc.tracks import MediaClock, PlayoutAudioTrack, PlayoutFeed, PlayoutVideoTrack
+from infra.settings import Settings
+from schemas.common import new_id
+from schemas.control import Interrupt
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_DECODERS = 8  # requests decoded at once by one peer; the pipeline sends a session's requests in turn
+
+
+class PeerRefused(Exception):
+    """The offer cannot be answered (``code`` is the error code, ``status`` the HTTP status)."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class PeerStats:
+    chunks: int = 0
+    undecodable: int = 0
+    dropped_stopped: int = 0
+    decode_s: float = 0.0  # from each chunk's turn to its last frame queued (wall time)
+
+
+@dataclass
+class WebRtcPeer:
+    """One browser's RTCPeerConnection, fed by one session's stream."""
+
+    peer_id: str
+    session_id: str
+    connection: RTCPeerConnection
+    feed: PlayoutFeed
+    video: PlayoutVideoTrack
+    audio: PlayoutAudioTrack
+    loop: asyncio.AbstractEventLoop
+    decoding: ThreadPoolExecutor
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    stats: PeerStats = field(default_factory=PeerStats)
+    _inbox: asyncio.Queue[StreamItem] = field(default_factory=asyncio.Queue)
+    _copies: FirstCopies = field(default_factory=FirstCopies)
+    _decoders: dict[str, RequestDecoder] = field(default_factory=dict)
+    _pump: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._pump = asyncio.create_task(self._run(), name=f"webrtc-{self.peer_id}")
+
+    def on_record(self, record: Record) -> None:
+        """Called on the consumer's thread: decode the envelope, hand over to the event loop."""
+        item = decode_session_record(record.value, record.offset)
+        if item is not None:
+            self.loop.call_soon_threadsafe(self._inbox.put_nowait, item)
+
+    def interrupt(self, request_ids: list[str] | None) -> int:
+        """Stop the named requests (None: all): their queued frames and audio are dropped now."""
+        playout = self.feed.playout
+        dropped = playout.flush(request_ids)
+        for request_id in list(self._decoders):
+            if playout.is_stopped(request_id):
+                del self._decoders[request_id]
+        self.feed.changed()
+        return dropped
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._inbox.get()
+            if not isinstance(item, Chunk) or not self._copies.first(item):
+                continue
+            try:
+                await self._play(item)
+            except Exception:
+                log.exception("webrtc peer failed to play a chunk", extra={"peer": self.peer_id})
+
+    async def _play(self, chunk: Chunk) -> None:
+        """Decode a chunk and queue it: its audio first (it places the request), then frame after frame, each
+        queued as soon as it is decoded. Decoding runs off the event loop (it carries the RTP and the
+        WebSockets) and off aiortc's encoding threads."""
+        playout = self.feed.playout
+        if playout.is_stopped(chunk.request_id):
+            self.stats.dropped_stopped += 1
+            return
+        decoder = self._decoders.get(chunk.request_id)
+        if decoder is None:
+            decoder = self._decoders[chunk.request_id] = RequestDecoder()
+            while len(self._decoders) > MAX_DECODERS:
+                self._decoders.pop(next(iter(self._decoders)))
+        started = time.perf_counter()
+        try:
+            demuxed = await self._off_loop(partial(decoder.demux, chunk.data, is_last=chunk.is_last))
+            # An interrupt may come at any await: the playout refuses a stopped request's media itself.
+            playout.add_audio(chunk.request_id, demuxed.audio, self.feed.clock.now())
+            packets: list[av.Packet | None] = [*demuxed.video_packets, *([None] if chunk.is_last else [])]
+            for packet in packets:
+                frames = await self._off_loop(partial(decoder.decode_video, packet))
+                now = self.feed.clock.now()
+                for rel_s, frame in frames:
+                    playout.add_video(chunk.request_id, rel_s, frame, now)
+                self.feed.changed()
+        except UndecodableChunk as error:
+            self.stats.undecodable += 1
+            log.info("webrtc peer skips a chunk", extra={"peer": self.peer_id, "error": str(error)})
+            return
+        finally:
+            self.stats.decode_s += time.perf_counter() - started
+        if chunk.is_last:
+            self._decoders.pop(chunk.request_id, None)
+        self.stats.chunks += 1
+
+    async def _off_loop(self, work: Callable[[], T]) -> T:
+        return await self.loop.run_in_executor(self.decoding, work)
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+        self.video.stop()
+        self.audio.stop()
+        await self.connection.close()
+
+
+class WebRtcHub:
+    """Answers offers for sessions, holds the peers, and flushes them on their session's interrupts."""
+
+    def __init__(self, settings: Settings, registry: SessionRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.addresses = ice.parse_addresses(settings.webrtc_ice_addresses)
+        self.peers: dict[str, WebRtcPeer] = {}
+        self._closing: set[asyncio.Future[None]] = set()
+        self.decoding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webrtc-decode")
+        self.loop = asyncio.get_running_loop()
+        ice.gather_on(self.addresses)
+        registry.stream.listen(settings.kafka_control_topic, self._on_control, OFFSET_END)
+
+    async def answer(self, session_id: str, sdp: str, kind: str) -> tuple[str, RTCSessionDescription]:
+        """A peer for the session (already checked to be the caller's): its id and the SDP answer."""
+        if len(self.peers) >= self.settings.webrtc_max_peers:
+            raise PeerRefused("webrtc_busy", f"this gateway already serves {len(self.peers)} WebRTC peers "
+                              "(WEBRTC_MAX_PEERS); use the WebSocket's MSE stream", 503)
+        if kind != "offer":
+            raise PeerRefused("invalid_request", "type: must be 'offer'", 422)
+        connection = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # loopback/LAN only: no STUN, no TURN
+        peer = self._new_peer(session_id, connection)
+        try:
+            offer = RTCSessionDescription(sdp=ice.reachable_candidates(sdp, self.addresses), type="offer")
+            await connection.setRemoteDescription(offer)
+            self._attach_tracks(peer)
+            await connection.setLocalDescription(await connection.createAnswer())
+        except Exception as error:  # aiortc's SDP parser raises what it meets (ValueError, IndexError, ...)
+            await connection.close()
+            log.info("webrtc offer refused", extra={"session": session_id, "error": repr(error)})
+            raise PeerRefused("invalid_offer", f"the SDP offer was refused: {error!r}"[:300], 400) from error
+        self.peers[peer.peer_id] = peer
+        self.registry.tap(session_id, peer.on_record)
+        peer.start()
+        connection.on("connectionstatechange", self._closer(peer))
+        log.info("webrtc peer open", extra={"peer": peer.peer_id, "session": session_id})
+        return peer.peer_id, connection.localDescription
+
+    def _new_peer(self, session_id: str, connection: RTCPeerConnection) -> WebRtcPeer:
+        clock = MediaClock()
+        playout: Playout = Playout(lead_s=self.settings.webrtc_lead_ms / 1000, fps=self.settings.video_fps)
+        feed = PlayoutFeed(playout, clock)
+        return WebRtcPeer(new_id(), session_id, connection, feed, PlayoutVideoTrack(feed), PlayoutAudioTrack(feed),
+                          self.loop, self.decoding)
+
+    @staticmethod
+    def _attach_tracks(peer: WebRtcPeer) -> None:
+        """Send on the offer's video and audio sections (a browser offers them recvonly): one stream, one clock.
+
+        aiortc gives every sender of a connection the same stream id, so the browser syncs the two tracks.
+        """
+        offered = {transceiver.kind for transceiver in peer.connection.getTransceivers()}
+        missing = {"video", "audio"} - offered
+        if missing:
+            raise ValueError(f"the offer has no {' or '.join(sorted(missing))} section to receive on")
+        peer.connection.addTrack(peer.video)
+        peer.connection.addTrack(peer.audio)
+
+    def _closer(self, peer: WebRtcPeer) -> Callable[[], None]:
+        def on_state() -> None:
+            if peer.connection.connectionState in ("failed", "closed"):
+                task = asyncio.ensure_future(self.close(peer.peer_id))
+                self._closing.add(task)  # held until done: the loop keeps only weak references to tasks
+                task.add_done_callback(self._closing.discard)
+        return on_state
+
+    def interrupt(self, session_id: str, request_ids: list[str] | None) -> int:
+        """Flush every peer of the session; how many queued items were dropped."""
+        return sum(peer.interrupt(request_ids) for peer in list(self.peers.values()) if peer.session_id == session_id)
+
+    def _on_control(self, record: Record) -> None:
+        """On the consumer's thread: an interrupt of a session with a peer here is applied on the event loop."""
+        try:
+            message = Interrupt.model_validate_json(record.value)
+        except ValidationError:
+            return
+        for peer in list(self.peers.values()):
+            # "all requests" is replayed history for a peer that started after it was sent
+            if peer.session_id == message.session_id and (message.request_ids or message.ts_ms >= peer.started_ms):
+                self.loop.call_soon_threadsafe(peer.interrupt, message.request_ids or None)
+
+    def peer_of(self, peer_id: str, session_id: str) -> WebRtcPeer | None:
+        peer = self.peers.get(peer_id)
+        return peer if peer is not None and peer.session_id == session_id else None
+
+    async def close(self, peer_id: str) -> None:
+        peer = self.peers.pop(peer_id, None)
+        if peer is None:
+            return
+        self.registry.untap(peer.session_id, peer.on_record)
+        await peer.close()
+        log.info("webrtc peer closed", extra={"peer": peer_id, "stats": vars(peer.stats)})
+
+    async def close_all(self) -> None:
+        for peer_id in list(self.peers):
+            await self.close(peer_id)
+        self.decoding.shutdown(wait=False, cancel_futures=True)
