@@ -6,7 +6,7 @@ demuxed with the request's init segment, its packets decoded by one decoder per 
 gets the samples ``[k, k + 1) * rate / fps``. A frame is given out only once its audio is complete (the
 writer's AAC runs up to two AAC frames behind its video), the rest at the request's last chunk. A client that
 holds the audio itself (it sent it: the pipecat service) asks for the images alone (``with_audio=False``),
-each given out as soon as it is decoded.
+each given out as soon as it is decoded; ``pixel_format`` is any of PyAV's (``rgb24``, ``rgba`` for LiveKit, ...).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class AvFrame:
     """One video frame of a request and its audio (``rate / fps`` samples of PCM16 mono)."""
 
     index: int  # frame number within the request
-    image: RgbFrame  # (height, width, 3) RGB
+    image: RgbFrame  # (height, width, channels) in the decoder's pixel format: RGB unless asked otherwise
     audio: Pcm16
     sample_rate: int
 
@@ -51,9 +51,10 @@ def split_init_segment(chunk: bytes) -> tuple[bytes, bytes]:
 class Fmp4FrameDecoder:
     """One request's chunks in ``seq`` order → its ``AvFrame``s, each as soon as its audio is decoded."""
 
-    def __init__(self, fps: int = 25, *, with_audio: bool = True) -> None:
+    def __init__(self, fps: int = 25, *, with_audio: bool = True, pixel_format: str = "rgb24") -> None:
         self.fps = fps
         self.with_audio = with_audio
+        self.pixel_format = pixel_format
         self._init: bytes | None = None
         self._video: VideoCodecContext | None = None
         self._audio: AudioCodecContext | None = None
@@ -83,7 +84,7 @@ class Fmp4FrameDecoder:
                     continue
                 if packet.stream.type == "video":
                     for frame in self._video.decode(packet):
-                        self._images.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
+                        self._images.append(np.asarray(frame.to_ndarray(format=self.pixel_format), dtype=np.uint8))
                 elif self.with_audio:
                     # A bare copy: the demuxer marks packets by its edit list (skip and discard side data) as
                     # if each chunk were the whole track, and the decoder would drop real audio for it.
@@ -120,7 +121,7 @@ class Fmp4FrameDecoder:
     def _flush_decoders(self) -> None:
         if self._video is not None:
             for frame in self._video.decode(None):
-                self._images.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
+                self._images.append(np.asarray(frame.to_ndarray(format=self.pixel_format), dtype=np.uint8))
 
     def _complete_frames(self, *, pad: bool) -> list[AvFrame]:
         if not self.with_audio:

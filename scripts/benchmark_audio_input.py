@@ -14,6 +14,11 @@ throw-away database), or against a gateway on this machine (``--url``, loopback 
   of 100 ms, 100 ms apart, through ``integrations.pipecat.AvatarVideoService`` in a pipecat pipeline (its own
   test runner); figure: the service's TTFB metric, the first audio frame taken → the first
   ``OutputImageRawFrame`` pushed (decoded, with its audio).
+- **LiveKit Agents** (when the ``[livekit]`` extra is installed): the same utterances at 24 kHz, their leading
+  silence cut as for the WebSocket figure, as 100 ms ``rtc.AudioFrame``s 100 ms apart pushed into
+  ``integrations.livekit.AvatarVideoGenerator`` (one generator for all runs, as an agent keeps one), its iterator
+  read as an ``AvatarRunner`` reads it; figure: the first frame pushed → the first ``rtc.VideoFrame`` yielded
+  (decoded, RGBA, with its audio after it).
 - **Drift**: one long utterance (the speech repeated) streamed in 100 ms chunks, sent ``--drift-speed``
   times faster than real time (the timeline does not depend on the pace; a 20-minute run at 1x takes 20
   minutes). At the end: where the video timeline ends (last chunk's ``pts_ms + duration_ms``) against the
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib
 import io
 import json
 import statistics
@@ -43,6 +49,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: the repository's packages
 
+from producers.audio import AUDIBLE_PEAK
 from scripts.load_test import require_loopback
 from scripts.report_table import table
 from tests.support.agent_audio import ENGLISH, PERSIAN, speech_pcm
@@ -151,6 +158,51 @@ async def measure_pipecat(url: str, runs: int) -> list[float]:
     return figures
 
 
+async def first_video_at(generator: Any) -> float | None:
+    """Reads a LiveKit generator as the AvatarRunner does, up to the segment's end: when its first video frame came."""
+    from livekit import rtc
+    from livekit.agents.voice.avatar import AudioSegmentEnd
+
+    first_at = None
+    async for item in generator:
+        if isinstance(item, rtc.VideoFrame) and first_at is None:
+            first_at = time.perf_counter()
+        if isinstance(item, AudioSegmentEnd):
+            break
+    return first_at
+
+
+async def measure_livekit(url: str, runs: int) -> list[float]:
+    from livekit import rtc
+    from livekit.agents.voice.avatar import AudioSegmentEnd
+
+    from integrations.livekit import AvatarVideoGenerator
+
+    rate = 24_000
+    spoken = [speech_pcm(rate, text, voice) for text, voice in [(ENGLISH, "en-us"), (PERSIAN, "fa")]]
+    audible = [int(np.flatnonzero(np.abs(pcm.astype(np.int32)) >= AUDIBLE_PEAK)[0]) for pcm in spoken]
+    utterances = [pcm[first : first + 2 * rate] for pcm, first in zip(spoken, audible, strict=True)]
+    generator = AvatarVideoGenerator(url=url, avatar_id="sample")
+    await generator.start()
+    figures = []
+    try:
+        for run in range(runs + 1):  # the first is a warm-up
+            taker = asyncio.create_task(first_video_at(generator))
+            pcm, started = utterances[run % 2], time.perf_counter()
+            for start in range(0, len(pcm), rate // 10):
+                piece = pcm[start : start + rate // 10].astype("<i2").tobytes()
+                await generator.push_audio(rtc.AudioFrame(piece, rate, 1, len(piece) // 2))
+                await asyncio.sleep(CHUNK_MS / 1000)
+            await generator.push_audio(AudioSegmentEnd())
+            first_at = await asyncio.wait_for(taker, 60)
+            if run > 0 and first_at is not None:
+                figures.append((first_at - started) * 1000)
+                print(f"  … livekit run {run}/{runs}: {figures[-1]:.0f} ms", file=sys.stderr, flush=True)
+    finally:
+        await generator.aclose()
+    return figures
+
+
 async def measure_latency(url: str, runs: int) -> list[float]:
     texts = [(ENGLISH, "en-us"), (PERSIAN, "fa")]
     utterances = [pieces(speech(text, voice)[: 2 * RATE]) for text, voice in texts]  # 2 s each
@@ -243,13 +295,16 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def report(latency: list[float], pipecat: list[float], drift: dict[str, float] | None, minutes: float,
-           speed: float) -> str:
+def report(latency: list[float], pipecat: list[float], livekit: list[float], drift: dict[str, float] | None,
+           minutes: float, speed: float) -> str:
     rows = [["audio in (100 ms chunks) → first video chunk", len(latency), statistics.median(latency),
              percentile(latency, 0.95), max(latency)]]
     if pipecat:
         rows.append(["pipecat: first TTS audio → first image frame", len(pipecat), statistics.median(pipecat),
                      percentile(pipecat, 0.95), max(pipecat)])
+    if livekit:
+        rows.append(["LiveKit: first audio pushed → first video frame", len(livekit), statistics.median(livekit),
+                     percentile(livekit, 0.95), max(livekit)])
     parts = [table("Audio input over the WebSocket (ms)", ["figure", "runs", "p50", "p95", "max"], rows,
                    lambda c: f"{c:.0f}" if isinstance(c, float) else str(c))]
     if drift is not None:
@@ -263,19 +318,20 @@ def report(latency: list[float], pipecat: list[float], drift: dict[str, float] |
 
 async def run(url: str, args: argparse.Namespace) -> str:
     latency = await measure_latency(url, args.runs)
-    pipecat = await measure_pipecat(url, args.runs) if args.pipecat and _has_pipecat() else []
+    pipecat = await measure_pipecat(url, args.runs) if args.pipecat and _has("pipecat", "pipecat") else []
+    livekit = await measure_livekit(url, args.runs) if args.livekit and _has("livekit.agents", "livekit") else []
     drift = None
     if args.drift_minutes > 0:
         print(f"  … drift: {args.drift_minutes:g} min of speech at {args.drift_speed:g}x", file=sys.stderr, flush=True)
         drift = await measure_drift(url, args.drift_minutes, args.drift_speed)
-    return report(latency, pipecat, drift, args.drift_minutes, args.drift_speed)
+    return report(latency, pipecat, livekit, drift, args.drift_minutes, args.drift_speed)
 
 
-def _has_pipecat() -> bool:
+def _has(module: str, extra: str) -> bool:
     try:
-        import pipecat  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
-        print("  … pipecat is not installed (the [pipecat] extra): its row is left out", file=sys.stderr)
+        print(f"  … {module} is not installed (the [{extra}] extra): its row is left out", file=sys.stderr)
         return False
     return True
 
@@ -285,6 +341,7 @@ def main() -> None:
     parser.add_argument("--url", help="a running gateway's /ws/stream (loopback only); default: start a stack")
     parser.add_argument("--runs", type=int, default=20, help="utterances timed (default 20)")
     parser.add_argument("--no-pipecat", dest="pipecat", action="store_false", help="skip the pipecat figure")
+    parser.add_argument("--no-livekit", dest="livekit", action="store_false", help="skip the LiveKit figure")
     parser.add_argument("--drift-minutes", type=float, default=2.0, help="length of the drift run (0: skip)")
     parser.add_argument("--drift-speed", type=float, default=4.0, help="times real time the drift audio is sent")
     args = parser.parse_args()
