@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.docs_pages import install_offline_docs
 from gateway.ratelimit import Limits, RateLimiter, caller_key
 from gateway.routes import ROUTERS
-from gateway.sample_avatar import ensure_sample_avatar
 from gateway.services import Services
 from infra.settings import Settings
 
@@ -23,9 +22,7 @@ from infra.settings import Settings
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = Services.start(settings)
-        if settings.register_sample_avatar:
-            ensure_sample_avatar(services.store, settings.sample_avatar_id)
+        services = Services.start(settings)  # the sample avatar is the registration worker's (REGISTER_SAMPLE_AVATAR)
         app.state.services = services
         try:
             yield
