@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Iterator
 
+import psycopg
 from pydantic import ValidationError
 
 from infra.audit import AVATAR_REGISTERED, AuditEntry
@@ -100,8 +101,8 @@ class RegistrationWorker:
             if attempt.finished:
                 log.info("registration job already finished; redelivery ignored")
                 return
-            if message.recovering or attempt.attempts > 1:
-                log.warning("registration job taken over", extra={"attempts": attempt.attempts})
+            if attempt.attempts > 1:  # a worker died on it (``recovering`` alone also marks start-up's backlog)
+                log.warning("registration job started again", extra={"attempts": attempt.attempts})
             try:
                 self._run(job, attempt)
             except InvalidMessage:
@@ -147,6 +148,13 @@ class RegistrationWorker:
                             also=lambda conn: RegistrationJobStore.finish_done(conn, job_id, outcome.summary))
         except AvatarNameTaken as taken:
             self._fail(job_id, core.name_taken(taken.user_id, taken.name))
+            return
+        except psycopg.errors.UniqueViolation as error:
+            if error.diag.constraint_name != "avatars_pkey":
+                raise
+            # Another attempt at this job (a worker presumed dead that was only slow) stored it first, and
+            # finished the job in the same transaction: nothing is left to do, and nothing is doubled.
+            log.warning("avatar already stored by another attempt of this job")
             return
         log.info("avatar registered", extra={"frames": result.frame_count, "attempts": attempt.attempts,
                                              "analysis_ms": round(result.analysis_ms, 1)})
