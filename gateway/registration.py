@@ -108,6 +108,7 @@ class Registrations:
 
     def stop(self) -> None:
         self.producer.flush(5)
+        self.producer.close()  # its threads go now, not when the broker may already be gone
 
     def submit(self, request: RegistrationRequest, owner: str | None, actor: AuditActor | None = None) -> StagedJob:
         """Stage the upload and queue its job; refuses (503) when the workers and the queue are full, or when
