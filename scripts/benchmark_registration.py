@@ -8,8 +8,9 @@ PostgreSQL → gateway) and loading face data into the lip-sync cache; prints a 
 The gateway and the registration worker run as their own processes (`python -m gateway.main`,
 `python -m processors.registration.main`, dlib backend) against an embedded broker and a throw-away database
 on the local PostgreSQL (or pgserver). ``--in-gateway-tree`` names a checkout from before issue 12 (where the
-gateway analysed uploads itself): its gateway alone is started from that tree, on a database of its own, and
-the same uploads are timed, for a column to compare. Figures, medians over the runs:
+gateway analysed uploads itself): its gateway alone is started from that tree, on a database of its own,
+beside this tree's, and the two take turns upload by upload (the machine is shared), for a column to compare.
+Figures, medians over the runs:
 - registration of a 512×512 photo (the astronaut PNG), of a 1280×720 JPEG photo and of a 10-second 1280×720
   25 fps H.264 clip (the astronaut panning): request sent → 201 received (a synchronous POST, which the
   gateway answers once the worker finished the job);
@@ -29,7 +30,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,20 +75,45 @@ class Uploads:
 
 
 @dataclass(frozen=True)
-class Timings:
-    """Median seconds from request to 201 of each upload, and the ids registered."""
+class Registered:
+    """One registration as the client saw it."""
 
-    photo: float
-    photo_720p: float
-    clip: float
+    total_s: float  # request sent → 201 received
+    analysis_s: float  # the face analysis alone, as the 201 body reports it
+    avatar_id: str
+
+
+@dataclass(frozen=True)
+class Median:
+    """Medians over the runs of one upload: the whole request, and what it spent outside the face analysis
+    (staging, the Kafka hop, storing, the gateway's polling; or, in the gateway, the thread hand-off)."""
+
+    total_s: float
+    outside_s: float
+
+    @classmethod
+    def of(cls, runs: list[Registered]) -> Median:
+        return cls(statistics.median(r.total_s for r in runs),
+                   statistics.median(r.total_s - r.analysis_s for r in runs))
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Each upload's medians, and the ids registered."""
+
+    photo: Median
+    photo_720p: Median
+    clip: Median
     photo_ids: list[str]
     clip_ids: list[str]
 
 
 def service_env(tree: Path, bootstrap: str, database_url: str, port: int) -> dict[str, str]:
-    # PYTHONPATH names the tree, so an editable install of another checkout never supplies the code.
+    # PYTHONPATH names the tree, so an editable install of another checkout never supplies the code; the upload
+    # rate limit (10 a minute by default) would otherwise time the limiter, not the registration.
     return dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=database_url, PORT=str(port),
-                LOG_LEVEL="WARNING", MAX_UPLOAD_BYTES=str(50 * 1024 * 1024), PYTHONPATH=str(tree))
+                LOG_LEVEL="WARNING", MAX_UPLOAD_BYTES=str(50 * 1024 * 1024), PYTHONPATH=str(tree),
+                RATE_LIMIT_UPLOADS_PER_MIN="100000")
 
 
 @contextmanager
@@ -160,14 +186,15 @@ def panning_clip(seconds: float = 10.0, fps: int = 25, size: tuple[int, int] = (
     return buffer.getvalue()
 
 
-def register(client: httpx.Client, content: bytes, filename: str) -> tuple[float, str]:
+def register(client: httpx.Client, content: bytes, filename: str) -> Registered:
     started = time.perf_counter()
     response = client.post("/avatar/register", data={"avatar_name": uuid.uuid4().hex, "user_id": "bench"},
                            files={"file": (filename, content, "application/octet-stream")})
     elapsed = time.perf_counter() - started
     if response.status_code != 201:  # a 504 registration_pending also lands here: the worker is too slow
         raise SystemExit(f"registration of {filename} failed: {response.status_code} {response.text[:300]}")
-    return elapsed, str(response.json()["avatar_id"])
+    body = response.json()
+    return Registered(elapsed, float(body["analysis"]["analysis_ms"]) / 1000, str(body["avatar_id"]))
 
 
 def median_time(action: Callable[[], object], runs: int) -> float:
@@ -188,25 +215,25 @@ def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds >= 0.001 else f"{seconds * 1e6:.1f} µs"
 
 
-def time_uploads(base: str, uploads: Uploads, runs: int) -> Timings:
-    """Register each upload ``runs`` times (the clip a third as often) through the gateway at ``base``."""
-    with httpx.Client(base_url=base, timeout=300) as client:
-        register(client, uploads.photo, "warm-up.png")  # pays for imports, pools and the worker's group join
-        photo_times, photo_ids = zip(*(register(client, uploads.photo, "photo.png") for _ in range(runs)),
-                                     strict=True)
-        photo_720p_times = [register(client, uploads.photo_720p, "photo.jpg")[0] for _ in range(runs)]
-        clip_times, clip_ids = zip(*(register(client, uploads.clip, "clip.mp4") for _ in range(max(1, runs // 3))),
-                                   strict=True)
-    return Timings(statistics.median(photo_times), statistics.median(photo_720p_times),
-                   statistics.median(clip_times), list(photo_ids), list(clip_ids))
-
-
-def measure_before(tree: Path, bootstrap: str, uploads: Uploads, runs: int) -> Timings:
-    """The same uploads through a gateway of ``tree`` that analyses them itself, on a database of its own."""
-    print(f"timing the in-gateway path of {tree}…", flush=True)
-    with (throwaway_database("avatar_bench_before", embedded_dir="bench-pg") as database_url,
-          running_services(tree, bootstrap, database_url, worker=False) as base):
-        return time_uploads(base, uploads, runs)
+def time_uploads(bases: list[str], uploads: Uploads, runs: int) -> list[Timings]:
+    """Register each upload ``runs`` times (the clip a third as often) through each gateway in ``bases``, taking
+    turns upload by upload, so a change in the machine's load (it is shared) weighs on every path alike."""
+    clients = [httpx.Client(base_url=base, timeout=300) for base in bases]
+    try:
+        for client in clients:
+            register(client, uploads.photo, "warm-up.png")  # pays for imports, pools and the worker's group join
+        plan = ([(uploads.photo, "photo.png")] * runs + [(uploads.photo_720p, "photo.jpg")] * runs
+                + [(uploads.clip, "clip.mp4")] * max(1, runs // 3))
+        seen: list[dict[str, list[Registered]]] = [{} for _ in clients]
+        for content, filename in plan:
+            for client, mine in zip(clients, seen, strict=True):
+                mine.setdefault(filename, []).append(register(client, content, filename))
+    finally:
+        for client in clients:
+            client.close()
+    return [Timings(Median.of(mine["photo.png"]), Median.of(mine["photo.jpg"]), Median.of(mine["clip.mp4"]),
+                    [r.avatar_id for r in mine["photo.png"]], [r.avatar_id for r in mine["clip.mp4"]])
+            for mine in seen]
 
 
 def measure(runs: int, before_tree: Path | None) -> list[Row]:
@@ -214,14 +241,22 @@ def measure(runs: int, before_tree: Path | None) -> list[Row]:
     uploads = Uploads(photo_png(), photo_720p(), panning_clip())
     broker = EmbeddedBroker(free_port()).start()
     try:
-        with throwaway_database("avatar_bench", embedded_dir="bench-pg") as database_url:
-            print("timing gateway + registration worker…", flush=True)
-            with running_services(PROJECT_ROOT, broker.bootstrap, database_url, worker=True) as base:
-                now = time_uploads(base, uploads, runs)
-                with httpx.Client(base_url=base, timeout=30) as client:
-                    video_info = client.get(f"/avatar/{now.clip_ids[0]}/info").json()
+        with ExitStack() as running:
+            database_url = running.enter_context(throwaway_database("avatar_bench", embedded_dir="bench-pg"))
+            bases = [running.enter_context(running_services(PROJECT_ROOT, broker.bootstrap, database_url,
+                                                            worker=True))]
+            if before_tree is not None:
+                # A database of its own: the old gateway registers its own sample avatar, migrates its own way.
+                before_url = running.enter_context(throwaway_database("avatar_bench_before", embedded_dir="bench-pg"))
+                bases.append(running.enter_context(running_services(before_tree, broker.bootstrap, before_url,
+                                                                    worker=False)))
+            print(f"timing gateway + registration worker{' against the in-gateway path' if before_tree else ''}…",
+                  flush=True)
+            timings = time_uploads(bases, uploads, runs)
+            now, before = timings[0], (timings[1] if before_tree is not None else None)
+            with httpx.Client(base_url=bases[0], timeout=30) as client:
+                video_info = client.get(f"/avatar/{now.clip_ids[0]}/info").json()
             loads = measure_loads(database_url, now, runs)
-        before = measure_before(before_tree, broker.bootstrap, uploads, runs) if before_tree else None
     finally:
         broker.stop()
     frames = f"{video_info['frame_count']} frames of {video_info['width']}×{video_info['height']}"
@@ -229,12 +264,21 @@ def measure(runs: int, before_tree: Path | None) -> list[Row]:
     def then(pick: Callable[[Timings], float]) -> str:
         return "-" if before is None else fmt_s(pick(before))
 
+    def ms_then(pick: Callable[[Timings], float]) -> str:
+        return "-" if before is None else fmt_ms(pick(before))
+
+    clip_name = f"10 s 720p video ({len(uploads.clip) / 1e6:.1f} MB)"
     return [
-        Row("register 512×512 photo over HTTP", "≤ 1 s", fmt_s(now.photo), then(lambda t: t.photo), now.photo <= 1.0),
-        Row("register 1280×720 JPEG photo over HTTP", "≤ 1 s", fmt_s(now.photo_720p), then(lambda t: t.photo_720p),
-            now.photo_720p <= 1.0),
-        Row(f"register 10 s 720p video over HTTP ({len(uploads.clip) / 1e6:.1f} MB)", "≤ 10 s", fmt_s(now.clip),
-            then(lambda t: t.clip), now.clip <= 10.0),
+        Row("register 512×512 photo over HTTP", "≤ 1 s", fmt_s(now.photo.total_s), then(lambda t: t.photo.total_s),
+            now.photo.total_s <= 1.0),
+        Row("register 1280×720 JPEG photo over HTTP", "≤ 1 s", fmt_s(now.photo_720p.total_s),
+            then(lambda t: t.photo_720p.total_s), now.photo_720p.total_s <= 1.0),
+        Row(f"register {clip_name} over HTTP", "≤ 10 s", fmt_s(now.clip.total_s), then(lambda t: t.clip.total_s),
+            now.clip.total_s <= 10.0),
+        Row("  of the 720p photo's: outside the face analysis", "-", fmt_ms(now.photo_720p.outside_s),
+            ms_then(lambda t: t.photo_720p.outside_s), None),
+        Row("  of the video's: outside the face analysis", "-", fmt_ms(now.clip.outside_s),
+            ms_then(lambda t: t.clip.outside_s), None),
         Row("load photo avatar from PostgreSQL (+ first frame)", "≤ 50 ms", fmt_ms(loads["photo"]), "-",
             loads["photo"] <= 0.05),
         Row(f"load video avatar from PostgreSQL ({frames})", "≤ 50 ms", fmt_ms(loads["video"]), "-",
