@@ -11,7 +11,7 @@ from infra.broker import EmbeddedBroker, free_port
 from infra.migrations import throwaway_database
 from infra.settings import Settings
 from tests.integration.stack import TEST_FACE_DATA_KEYS, RunningStack, start_stack, stop_stack
-from tests.registration_worker import run_registration_worker
+from tests.registration_worker import worker_process
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -46,9 +46,10 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
 
 @pytest.fixture(scope="session")
 def registration_worker(broker: EmbeddedBroker, database_url: str) -> Iterator[None]:
-    """A registration worker for the gateways the tests serve in-process (the stack runs its own, in the same
-    consumer group on the same database and keys, so either may take any job)."""
+    """A registration worker process for the gateways the tests serve in-process (the stack runs its own, in the
+    same consumer group on the same database and keys, so either may take any job). A process, not a thread: the
+    test process then holds no Kafka client threads for the whole session."""
     settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, log_level="WARNING",
                         face_data_keys=SecretStr(TEST_FACE_DATA_KEYS), _env_file=None)
-    with run_registration_worker(settings):
+    with worker_process(settings):
         yield

@@ -16,7 +16,7 @@ from infra.database import ensure_database, with_database
 from infra.migrations import migrate
 from infra.settings import Settings
 from tests.gateway_server import serve_gateway
-from tests.registration_worker import run_registration_worker
+from tests.registration_worker import worker_process
 
 ADMIN_TOKEN = "fuzz-admin-token-0123456789abcdef"
 # What must never reach a client: a stack trace, a path of this machine, the database driver, SQL.
@@ -62,5 +62,5 @@ def fuzz_settings(fuzz_broker: EmbeddedBroker, fuzz_database: str) -> Settings:
 
 @pytest.fixture(scope="session")
 def fuzz_gateway(fuzz_settings: Settings) -> Iterator[str]:
-    with run_registration_worker(fuzz_settings), serve_gateway(fuzz_settings) as base_url:
+    with worker_process(fuzz_settings), serve_gateway(fuzz_settings) as base_url:
         yield base_url

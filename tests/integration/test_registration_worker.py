@@ -5,10 +5,8 @@ dead-lettered with the reason."""
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from skimage import data
 from gateway.auth import issue_user_token
 from infra.broker import EmbeddedBroker, free_port
 from infra.kafka import new_producer
-from infra.settings import PROJECT_ROOT, Settings
+from infra.settings import Settings
 from processors.common.kafka_app import Inbound
 from schemas.dlq import DeadLetter
 from schemas.registration import RegistrationJobMessage
@@ -32,7 +30,7 @@ from scripts.benchmark_registration import panning_clip, photo_720p
 from tests.gateway_server import serve_gateway
 from tests.integration.stack import TEST_FACE_DATA_KEYS
 from tests.integration.test_tts_processor import read_until
-from tests.registration_worker import run_registration_worker
+from tests.registration_worker import run_registration_worker, start_worker_process, stop_worker_process
 from tests.unit.test_registration_media import png_bytes
 
 pytestmark = pytest.mark.integration
@@ -133,30 +131,11 @@ def own_broker() -> Iterator[EmbeddedBroker]:
     embedded.stop()
 
 
-def start_worker(bootstrap: str, database_url: str) -> subprocess.Popen[bytes]:
-    """``python -m processors.registration.main`` as make run starts it (this tree's code: PYTHONPATH)."""
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=database_url, LOG_LEVEL="WARNING",
-               FACE_DATA_KEYS=TEST_FACE_DATA_KEYS, REGISTER_SAMPLE_AVATAR="false",
-               PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen([sys.executable, "-m", "processors.registration.main"], cwd=PROJECT_ROOT, env=env,
-                            start_new_session=True)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def test_a_worker_killed_mid_job_loses_nothing_and_its_successor_registers_the_avatar_once(
         own_broker: EmbeddedBroker, database_url: str) -> None:
     settings = gateway_settings(own_broker.bootstrap, database_url)
     clip = panning_clip(seconds=6.0)
-    first = start_worker(own_broker.bootstrap, database_url)
+    first = start_worker_process(settings)
     successor: subprocess.Popen[bytes] | None = None
     try:
         with serve_gateway(settings) as url, client(url) as admin:
@@ -165,7 +144,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_its_successor_registers_the_a
             assert busy["state"] == "analysing", f"the job should be mid-analysis when the worker dies: {busy}"
             first.send_signal(signal.SIGKILL)
             first.wait(10)
-            successor = start_worker(own_broker.bootstrap, database_url)
+            successor = start_worker_process(settings)
             final = poll_until(admin, job, finished, timeout_s=180)[-1]
         assert (final["state"], final["http_status"]) == ("done", 201), final["error"]
         assert final["result"]["analysis"]["media_kind"] == "video" and final["result"]["analysis"]["frames"] > 100
@@ -178,9 +157,9 @@ def test_a_worker_killed_mid_job_loses_nothing_and_its_successor_registers_the_a
         staged = rows(database_url, "SELECT count(*) FROM registration_uploads WHERE job_id = %s", job["job_id"])
         assert staged == [(0,)], "the staged bytes go with the job's end"
     finally:
-        stop(first)
+        stop_worker_process(first)
         if successor is not None:
-            stop(successor)
+            stop_worker_process(successor)
 
 
 def test_a_redelivered_finished_job_changes_nothing_and_bad_jobs_are_dead_lettered_with_the_reason(
