@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.docs_pages import install_offline_docs
 from gateway.ratelimit import Limits, RateLimiter, caller_key
 from gateway.routes import ROUTERS
-from gateway.sample_avatar import ensure_sample_avatar
 from gateway.security_headers import SecurityHeaders
 from gateway.services import Services
 from gateway.webrtc.peers import WebRtcHub
@@ -25,9 +24,7 @@ from infra.settings import Settings
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = Services.start(settings)
-        if settings.register_sample_avatar:
-            ensure_sample_avatar(services.store, settings.sample_avatar_id)
+        services = Services.start(settings)  # the sample avatar is the registration worker's (REGISTER_SAMPLE_AVATAR)
         app.state.services = services
         # WebRTC peers live on this event loop; the hub also hears interrupts on the control topic.
         app.state.webrtc = WebRtcHub(settings, services.sessions) if settings.webrtc_max_peers else None

@@ -1,35 +1,27 @@
-"""Avatar registration glue: analyse an upload off the event loop with progress, store it, announce deletions."""
+"""Avatar registration, the gateway's side: validate the form, stage the upload in PostgreSQL as a job for the
+registration worker, read any job back (whichever gateway took it), announce deletions to the lip-sync caches."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import re
-import threading
 import time
 import unicodedata
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
-from infra.audit import AVATAR_REGISTERED, AuditActor, AuditEntry
-from infra.avatar_store import AvatarNameTaken, AvatarRecord, AvatarStore
+from infra.audit import AuditActor
+from infra.avatar_store import AvatarRecord
 from infra.kafka import new_producer
+from infra.registration_jobs import JobForm, JobStatus, RegistrationJobStore
 from infra.settings import Settings
-from processors.registration import (
-    DlibFaceAnalyser,
-    FaceAnalyser,
-    RegistrationError,
-    RegistrationLimits,
-    analyse_upload,
-)
-from processors.registration.analyse import default_analyser
-from processors.registration.insightface import InsightFaceAnalyser
 from schemas.avatar import VoiceChoice
 from schemas.avatar_events import AvatarInvalidated
+from schemas.registration import RegistrationJobMessage
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +29,10 @@ MAX_NAME_CHARS = 100
 MAX_DESCRIPTION_CHARS = 1000
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 SHARED_USER = "system"  # avatars every user may use (the sample); only the admin registers them
+# A finished job answers polls this long; an unfinished one older than this has no worker busy with it (it
+# is not counted against REGISTRATION_WORKERS + REGISTRATION_QUEUE).
 FINISHED_JOBS_KEPT_S = 900.0
-# Share of the progress bar the analysis takes; storing the frames takes the rest.
-_ANALYSIS_SHARE = 0.95
-
-JobState = Literal["queued", "analysing", "storing", "done", "failed"]
+POLL_EVERY_S = 0.05  # a synchronous registration checks its job this often (a PK lookup: cheap)
 
 
 class RegistrationRefused(Exception):
@@ -65,41 +56,12 @@ class RegistrationRequest:
     default_voice: VoiceChoice = field(default_factory=VoiceChoice)  # checked against the enabled backends
 
 
-@dataclass
-class RegistrationJob:
-    """One upload's way through analysis and storage, readable at any time by a polling client."""
+@dataclass(frozen=True)
+class StagedJob:
+    """A job the gateway accepted: where to poll it."""
 
     job_id: str
     avatar_id: str
-    owner: str | None  # the principal's user id (None: the admin), who may poll it
-    state: JobState = "queued"
-    stage: str = "queued"
-    progress: float = 0.0
-    http_status: int | None = None
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    created: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def advance(self, state: JobState, stage: str, progress: float) -> None:
-        with self._lock:
-            self.state, self.stage, self.progress = state, stage, max(self.progress, progress)
-
-    def complete(self, http_status: int, *, result: dict[str, Any] | None = None,
-                 error: dict[str, Any] | None = None) -> None:
-        with self._lock:
-            self.state = "done" if error is None else "failed"
-            self.stage = "done" if error is None else "failed"
-            self.progress = 1.0 if error is None else self.progress
-            self.http_status, self.result, self.error = http_status, result, error
-            self.finished = time.monotonic()
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"job_id": self.job_id, "avatar_id": self.avatar_id, "state": self.state, "stage": self.stage,
-                    "progress": round(self.progress, 3), "http_status": self.http_status, "result": self.result,
-                    "error": self.error}
 
 
 def validate_request(fields: dict[str, str], data: bytes, filename: str | None) -> RegistrationRequest:
@@ -128,142 +90,77 @@ def _text(value: str | None, field_name: str, max_chars: int, *, required: bool)
     return text
 
 
-def create_analyser(settings: Settings, *, shared: bool = True) -> FaceAnalyser:
-    """The configured face backend, loaded now; a missing or invalid model is a start-up error.
-
-    ``shared`` dlib is the process-wide analyser the sample avatar also uses; extra workers get their own.
-    """
-    if settings.face_backend == "insightface":
-        assert settings.insightface_model_dir is not None  # Settings validates this
-        return InsightFaceAnalyser.from_pack(settings.insightface_model_dir)
-    return default_analyser() if shared else DlibFaceAnalyser()
-
-
-def registration_limits(settings: Settings) -> RegistrationLimits:
-    return RegistrationLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.registration_max_pixels,
-                              max_frames=settings.registration_max_frames,
-                              max_duration_s=settings.registration_max_duration_s)
-
-
 def new_avatar_id() -> str:
     return f"av-{uuid.uuid4().hex[:16]}"
 
 
-class Registrar:
-    """Runs registrations on a small worker pool (face analysis is CPU-bound) and keeps their jobs."""
+class Registrations:
+    """Stages uploads as registration jobs and reads jobs back; the analysis runs in the registration worker."""
 
-    def __init__(self, settings: Settings, store: AvatarStore, analyser: FaceAnalyser, producer: Producer) -> None:
+    def __init__(self, settings: Settings, jobs: RegistrationJobStore, producer: Producer) -> None:
         self.settings = settings
-        self.store = store
-        self.limits = registration_limits(settings)
+        self.jobs = jobs
         self.producer = producer
-        # One analyser per worker thread: dlib's models are not documented as safe to share between threads.
-        self._analysers: queue.SimpleQueue[FaceAnalyser] = queue.SimpleQueue()
-        self._analysers.put(analyser)
-        self._executor = ThreadPoolExecutor(settings.registration_workers, thread_name_prefix="registration")
-        self._jobs: dict[str, RegistrationJob] = {}
-        self._futures: dict[str, Future[None]] = {}
-        self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, settings: Settings, store: AvatarStore) -> Registrar:
-        analyser = create_analyser(settings)
-        return cls(settings, store, analyser, new_producer(settings))
+    def start(cls, settings: Settings, jobs: RegistrationJobStore) -> Registrations:
+        return cls(settings, jobs, new_producer(settings))
 
     def stop(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
         self.producer.flush(5)
+        self.producer.close()  # its threads go now, not when the broker may already be gone
 
-    def submit(self, request: RegistrationRequest, owner: str | None,
-               actor: AuditActor | None = None) -> RegistrationJob:
-        """Queue the analysis; refuses (503) when the workers and the queue are full.
-
-        ``actor`` is who registers (for the audit log entry stored with the avatar).
-        """
-        job = RegistrationJob(job_id=uuid.uuid4().hex, avatar_id=new_avatar_id(), owner=owner)
-        with self._lock:
-            self._forget_old_jobs()
-            pending = sum(1 for j in self._jobs.values() if j.finished is None)
-            if pending >= self.settings.registration_workers + self.settings.registration_queue:
-                raise RegistrationRefused(503, "registration_busy",
-                                          f"{pending} uploads are being analysed; try again in a few seconds.")
-            self._jobs[job.job_id] = job
-            self._futures[job.job_id] = self._executor.submit(self._run, job, request, actor)
+    def submit(self, request: RegistrationRequest, owner: str | None, actor: AuditActor | None = None) -> StagedJob:
+        """Stage the upload and queue its job; refuses (503) when the workers and the queue are full, or when
+        the broker does not take the job. ``actor`` is who registers (for the audit entry of the avatar)."""
+        pending = self.jobs.unfinished(younger_than_s=FINISHED_JOBS_KEPT_S)
+        if pending >= self.settings.registration_workers + self.settings.registration_queue:
+            raise RegistrationRefused(503, "registration_busy",
+                                      f"{pending} uploads are being analysed; try again in a few seconds.")
+        job = StagedJob(job_id=uuid.uuid4().hex, avatar_id=new_avatar_id())
+        form = JobForm(user_id=request.user_id, name=request.name, description=request.description,
+                       filename=request.filename, default_voice=request.default_voice, actor=actor)
+        digest = self.jobs.stage(job.job_id, job.avatar_id, owner, form, request.data)
+        message = RegistrationJobMessage(job_id=job.job_id, avatar_id=job.avatar_id, upload_bytes=len(request.data),
+                                         upload_sha256=digest, ts_ms=int(time.time() * 1000))
+        failure = self._produce(self.settings.kafka_registration_topic, job.job_id, message.to_kafka())
+        if failure is not None:
+            log.warning("registration job not queued", extra={"avatar_id": job.avatar_id, "error": failure})
+            self.jobs.finish_failed(job.job_id, {"code": "broker_unavailable", "report": None,
+                                                 "message": "the job could not be queued"})
+            raise RegistrationRefused(503, "broker_unavailable", "The upload could not be queued for analysis "
+                                                                 "(the message broker is unavailable); try again.")
         return job
 
-    def future(self, job: RegistrationJob) -> Future[None]:
-        return self._futures[job.job_id]
+    def job(self, job_id: str) -> JobStatus | None:
+        return self.jobs.status(job_id, kept_s=FINISHED_JOBS_KEPT_S)
 
-    def job(self, job_id: str) -> RegistrationJob | None:
-        with self._lock:
-            return self._jobs.get(job_id)
+    async def wait(self, job_id: str) -> JobStatus | None:
+        """The job once it finished, or as it is after REGISTRATION_WAIT_S."""
+        deadline = time.monotonic() + self.settings.registration_wait_s
+        while True:
+            status = await asyncio.to_thread(self.job, job_id)
+            if status is None or status.finished or time.monotonic() >= deadline:
+                return status
+            await asyncio.sleep(POLL_EVERY_S)
 
     def announce_invalidated(self, avatar_id: str, reason: Literal["deleted", "replaced"]) -> bool:
         """Tell every lip-sync worker to drop the avatar; returns whether the broker acknowledged it."""
         event = AvatarInvalidated(avatar_id=avatar_id, reason=reason, ts_ms=int(time.time() * 1000))
-        self.producer.produce(self.settings.kafka_avatar_invalidation_topic, event.to_kafka(),
-                              key=avatar_id.encode())
-        return self.producer.flush(5) == 0
+        return self._produce(self.settings.kafka_avatar_invalidation_topic, avatar_id, event.to_kafka()) is None
 
-    def _run(self, job: RegistrationJob, request: RegistrationRequest, actor: AuditActor | None) -> None:
-        analyser = self._take_analyser()
-        try:
-            job.complete(201, result=self._register(job, request, analyser, actor))
-        except RegistrationError as error:
-            report = error.report.to_dict() if error.report is not None else None
-            job.complete(error.http_status, error={"code": error.code, "message": error.message, "report": report})
-        except AvatarNameTaken as error:
-            job.complete(409, error=name_taken(error.user_id, error.name).body)
-        except Exception:
-            log.exception("registration failed", extra={"avatar_id": job.avatar_id})
-            job.complete(500, error={"code": "internal_error", "message": "the registration failed; it is logged"})
-        finally:
-            self._analysers.put(analyser)
+    def _produce(self, topic: str, key: str, value: bytes) -> str | None:
+        """Produce and wait for the broker's answer: None once acknowledged, else what went wrong."""
+        outcome: list[KafkaError | None] = []
 
-    def _register(self, job: RegistrationJob, request: RegistrationRequest, analyser: FaceAnalyser,
-                  actor: AuditActor | None) -> dict[str, Any]:
-        job.advance("analysing", "decode", 0.0)
-        result = analyse_upload(
-            request.data, avatar_id=job.avatar_id, analyser=analyser, limits=self.limits,
-            progress=lambda fraction, stage: job.advance("analysing", stage, fraction * _ANALYSIS_SHARE),
-            filename=request.filename,
-        )
-        job.advance("storing", "store", _ANALYSIS_SHARE)
-        record = self.store.save(
-            result.face_data, user_id=request.user_id, name=request.name, description=request.description,
-            media_kind=result.media_kind, source=request.data, source_width=result.source_width,
-            source_height=result.source_height, quality_report=result.report.to_dict(),
-            default_voice=request.default_voice, audit=None if actor is None else AuditEntry(
-                AVATAR_REGISTERED, actor, avatar_id=job.avatar_id, subject_user_id=request.user_id,
-                details={"name": request.name, "media_kind": result.media_kind, "frames": result.frame_count,
-                         "upload_bytes": len(request.data),
-                         **request.default_voice.model_dump(exclude_none=True)}),
-        )
-        log.info("avatar registered", extra={"avatar_id": job.avatar_id, "frames": result.frame_count,
-                                             "analysis_ms": round(result.analysis_ms, 1)})
-        return {
-            "avatar_id": record.avatar_id,
-            "avatar": avatar_info(record),
-            "report": result.report.to_dict(),
-            "warnings": list(result.report.warnings),
-            "analysis": {"detector": result.detector, "media_kind": result.media_kind,
-                         "frames": result.frame_count, "stride": result.stride,
-                         "frames_dropped": result.frames_dropped, "source_fps": result.source_fps,
-                         "analysis_ms": round(result.analysis_ms, 1)},
-        }
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            outcome.append(error)
 
-    def _take_analyser(self) -> FaceAnalyser:
-        try:
-            return self._analysers.get_nowait()
-        except queue.Empty:
-            # Only reachable with several workers: each extra worker loads its own models once.
-            return create_analyser(self.settings, shared=False)
-
-    def _forget_old_jobs(self) -> None:
-        cutoff = time.monotonic() - FINISHED_JOBS_KEPT_S
-        for job_id in [j.job_id for j in self._jobs.values() if j.finished is not None and j.finished < cutoff]:
-            del self._jobs[job_id]
-            self._futures.pop(job_id, None)
+        self.producer.produce(topic, value, key=key.encode(), on_delivery=delivered)
+        self.producer.flush(5)
+        if not outcome:
+            return "no acknowledgement within 5 s"
+        return None if outcome[0] is None else str(outcome[0])
 
 
 def name_taken(user_id: str, name: str) -> RegistrationRefused:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from schemas.status import ServiceStatus
 
-REQUIRED_SERVICES = ("tts", "lipsync")
+REQUIRED_SERVICES = ("tts", "lipsync", "registration")
 
 
 class ProcessorStatus:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,8 @@ from infra.audit import AuditEntry, write_entry
 from infra.crypto import FaceKeyring
 from infra.face_frames import FramePack, PackedFaceFrame, decode_frame
 from schemas.avatar import FACE_DATA_VERSION, LANDMARK_COUNT, AvatarFaceData, FaceFrame, VoiceChoice
+
+Write = Callable[[psycopg.Connection[Any]], None]  # more writes on the connection, inside the transaction
 
 
 class AvatarNotFound(LookupError):
@@ -84,8 +86,9 @@ class AvatarStore:
     def save(self, face_data: AvatarFaceData, *, user_id: str, name: str, description: str, media_kind: str,
              source: bytes, source_width: int, source_height: int, quality_report: dict[str, Any],
              default_voice: VoiceChoice | None = None, replace: bool = False,
-             audit: AuditEntry | None = None) -> AvatarRecord:
-        """Store an avatar and all its frames in one transaction (nothing half-stored), with its audit entry.
+             audit: AuditEntry | None = None, also: Write | None = None) -> AvatarRecord:
+        """Store an avatar and all its frames in one transaction (nothing half-stored), with its audit entry and
+        ``also``'s writes (a registration job's completion), which commit or roll back with it.
 
         Raises AvatarNameTaken when the user already has an avatar of that name.
         """
@@ -117,6 +120,8 @@ class AvatarStore:
                               key_id))
                 if audit is not None:
                     write_entry(conn, audit)
+                if also is not None:
+                    also(conn)
         except psycopg.errors.UniqueViolation as error:
             # The (user_id, name) constraint decides, so two uploads racing for one name cannot both win.
             if error.diag.constraint_name == "avatars_user_id_name_key":

@@ -26,11 +26,16 @@ def tansu_binary() -> Path:
     return path
 
 
+# Loaded here, in the parent: dlopen in a forked child of a threaded process (Kafka clients, pools) can block
+# forever on the loader's lock another thread held at the fork, and the child then never execs.
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent() -> None:
     """Runs in the child before exec: if the process that started the broker dies, so does the broker."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def port_is_open(host: str, port: int) -> bool:

@@ -22,6 +22,7 @@ log = logging.getLogger("launcher")
 SERVICES = {
     "tts": [sys.executable, "-m", "processors.tts.main"],
     "lipsync": [sys.executable, "-m", "processors.lipsync.main"],
+    "registration": [sys.executable, "-m", "processors.registration.main"],
     "gateway": [sys.executable, "-m", "gateway.main"],
 }
 
@@ -74,10 +75,12 @@ def prepare_infrastructure(settings: Settings) -> Stack:
 
 
 def service_commands(settings: Settings) -> dict[str, list[str]]:
-    """Each process to run by name: one of each service, LIPSYNC_WORKERS lip-sync workers ("lipsync-2", …)."""
+    """Each process to run by name: one of each service, LIPSYNC_WORKERS lip-sync workers ("lipsync-2", …) and
+    REGISTRATION_WORKERS registration workers ("registration-2", …)."""
     commands = dict(SERVICES)
-    for number in range(2, settings.lipsync_workers + 1):
-        commands[f"lipsync-{number}"] = SERVICES["lipsync"]
+    for service, count in (("lipsync", settings.lipsync_workers), ("registration", settings.registration_workers)):
+        for number in range(2, count + 1):
+            commands[f"{service}-{number}"] = SERVICES[service]
     return commands
 
 

@@ -228,18 +228,29 @@ class Settings(BaseSettings):
 
     # Avatars
     sample_avatar_id: str = Field("sample", description="id of the bundled sample avatar")
-    register_sample_avatar: bool = Field(True, description="register the sample avatar at start-up")
+    register_sample_avatar: bool = Field(True, description="the registration worker registers the sample avatar "
+                                                           "at start-up")
     max_upload_bytes: Bytes = Field(50 * 1024 * 1024, ge=1024,
                                   description="largest avatar upload (a size: bytes, 50MiB, ...)")
 
-    # Avatar registration and the lip-sync avatar cache (issue 3; docs/avatars.md). Registration analyses
-    # on the gateway's CPU, so uploads beyond workers + queue are refused (503) rather than piling up.
+    # Avatar registration and the lip-sync avatar cache (issue 3; docs/avatars.md). Registration workers
+    # analyse one upload at a time each, so uploads beyond workers + queue are refused (503), not piled up.
     face_backend: Literal["dlib", "insightface"] = Field("dlib",
                                                          description="face detector and landmarks at registration: "
                                                                      "dlib or insightface")
     insightface_model_dir: Path | None = Field(None, description="SCRFD + 68-point landmark ONNX pack (local)")
-    registration_workers: int = Field(1, ge=1, le=32, description="uploads analysed at the same time")
-    registration_queue: int = Field(8, ge=0, le=1000, description="uploads waiting for a worker")
+    registration_workers: int = Field(1, ge=1, le=32,
+                                      description="registration worker processes make run starts (each analyses "
+                                                  "one upload at a time)")
+    registration_queue: int = Field(8, ge=0, le=1000,
+                                    description="uploads waiting for a worker, across all gateways (counted in "
+                                                "PostgreSQL); beyond workers + queue: 503")
+    registration_wait_s: float = Field(300.0, gt=0, le=3600,
+                                       description="a POST /avatar/register without ?async waits this long for "
+                                                   "the worker, then answers 504 with the job to poll")
+    kafka_registration_topic: str = Field("avatar.registrations",
+                                          description="registration jobs (gateway -> registration worker); the "
+                                                      "upload itself is staged in PostgreSQL")
     registration_max_pixels: int = Field(40_000_000, ge=10_000, description="refused from the header")
     registration_max_duration_s: float = Field(30.0, gt=0, le=600, description="longest accepted video avatar, seconds")
     registration_max_frames: int = Field(300, ge=1, le=3000, description="a longer clip is strided down")
@@ -253,8 +264,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _insightface_needs_a_model_pack(self) -> Settings:
-        # The pack's files and signatures are checked when the gateway loads it; a missing directory is
-        # caught here so the error names the variable. Nothing is ever downloaded.
+        # The pack's files and signatures are checked when the registration worker loads it; a missing
+        # directory is caught here so the error names the variable. Nothing is ever downloaded.
         if self.face_backend == "insightface":
             if self.insightface_model_dir is None:
                 raise ValueError("with FACE_BACKEND=insightface, INSIGHTFACE_MODEL_DIR must name a model-pack folder")

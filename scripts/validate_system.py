@@ -127,8 +127,8 @@ def check_gpu(settings: Settings) -> Result:
 
 
 def sample_face_data(settings: Settings) -> tuple[RegistrationResult, float]:
-    from gateway.sample_avatar import sample_png
     from processors.registration.analyse import analyse_upload
+    from processors.registration.sample import sample_png
 
     started = time.perf_counter()
     result = analyse_upload(sample_png(), avatar_id=settings.sample_avatar_id)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from pydantic import SecretStr
 
 from infra.broker import EmbeddedBroker, free_port
 from infra.migrations import throwaway_database
 from infra.settings import Settings
-from tests.integration.stack import RunningStack, start_stack, stop_stack
+from tests.integration.stack import TEST_FACE_DATA_KEYS, RunningStack, start_stack, stop_stack
+from tests.registration_worker import worker_process
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -40,3 +42,14 @@ def stack(broker: EmbeddedBroker, database_url: str) -> Iterator[RunningStack]:
 def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
     return Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, port=free_port(),
                     log_level="WARNING")
+
+
+@pytest.fixture(scope="session")
+def registration_worker(broker: EmbeddedBroker, database_url: str) -> Iterator[None]:
+    """A registration worker process for the gateways the tests serve in-process (the stack runs its own, in the
+    same consumer group on the same database and keys, so either may take any job). A process, not a thread: the
+    test process then holds no Kafka client threads for the whole session."""
+    settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, log_level="WARNING",
+                        face_data_keys=SecretStr(TEST_FACE_DATA_KEYS), _env_file=None)
+    with worker_process(settings):
+        yield

@@ -19,20 +19,21 @@ from gateway.auth import Principal
 from gateway.deps import Caller, Running
 from gateway.registration import (
     SHARED_USER,
-    Registrar,
     RegistrationRefused,
+    Registrations,
     avatar_info,
     name_taken,
     validate_request,
 )
+from gateway.registration_status import finished_body, http_status, job_view, outcome_status
 from gateway.routes.audit import audit_actor
 from gateway.services import Services
 from gateway.upload import UploadError, read_upload
 from gateway.voice import VoiceRefused, changed_default, default_for_avatar, parse_voice_choice
 from infra.audit import AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry
 from infra.avatar_store import AvatarNotFound, AvatarRecord
-from processors.registration import RegistrationError, sniff_media_kind
-from processors.registration.media import SNIFF_BYTES
+from infra.media_kind import SNIFF_BYTES, UnsupportedMedia, sniff_media_kind
+from infra.registration_jobs import JobStatus, RegistrationJobStore
 from schemas.avatar import FaceFrame, VoiceChoice
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -42,25 +43,26 @@ _TEXT_FIELDS = frozenset({"avatar_name", "user_id", "description", "tts", "voice
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the face backend with the gateway (a bad model pack stops start-up), after Services started."""
+    """Registration jobs on the gateway's database pool, after Services started (the analysis is the worker's)."""
     running: Services = app.state.services
-    registrar = await asyncio.to_thread(Registrar.start, running.settings, running.store)
-    app.state.registrar = registrar
+    jobs = RegistrationJobStore(running.store.pool, running.store.keyring)
+    registrations = await asyncio.to_thread(Registrations.start, running.settings, jobs)
+    app.state.registrations = registrations
     try:
         yield
     finally:
-        await asyncio.to_thread(registrar.stop)
+        await asyncio.to_thread(registrations.stop)
 
 
 router = APIRouter(tags=["avatars"], lifespan=lifespan)
 
 
-def registrar(request: Request) -> Registrar:
-    found: Registrar = request.app.state.registrar
+def registrations(request: Request) -> Registrations:
+    found: Registrations = request.app.state.registrations
     return found
 
 
-Registry = Annotated[Registrar, Depends(registrar)]
+Registry = Annotated[Registrations, Depends(registrations)]
 
 
 def error(status: int, code: str, message: str) -> HTTPException:
@@ -76,7 +78,17 @@ def refusal_response(refused: RegistrationRefused) -> JSONResponse:
 
 
 def _sniff_or_refuse(head: bytes) -> None:
-    sniff_media_kind(head)  # raises RegistrationError(unsupported_media_type / empty_file)
+    sniff_media_kind(head)  # raises UnsupportedMedia (unsupported_media_type / empty_file)
+
+
+async def stored_avatar(job: JobStatus, running: Services) -> dict[str, Any] | None:
+    """The avatar a done job registered, as the API shows it (None if it was deleted since)."""
+    if job.state != "done":
+        return None
+    try:
+        return avatar_info(await asyncio.to_thread(running.store.record, job.avatar_id))
+    except AvatarNotFound:
+        return None
 
 
 @router.post("/avatar/register", status_code=201, summary="Register an avatar from a photo, GIF or video",
@@ -100,22 +112,29 @@ async def register(request: Request, who: Caller, running: Running, registry: Re
         if await asyncio.to_thread(running.store.name_taken, form.user_id, form.name):
             raise name_taken(form.user_id, form.name)
         if not form.data:
-            raise RegistrationError("empty_file", "The uploaded file is empty (0 bytes).")
-        job = registry.submit(form, who.user_id, audit_actor(who, request))
+            raise RegistrationRefused(400, "empty_file", "The uploaded file is empty (0 bytes).")
+        staged = await asyncio.to_thread(registry.submit, form, who.user_id, audit_actor(who, request))
     except UploadError as refused:
         return JSONResponse({"code": refused.code, "message": refused.message}, status_code=refused.status)
-    except RegistrationError as refused:
-        return JSONResponse({"code": refused.code, "message": refused.message}, status_code=refused.http_status)
+    except UnsupportedMedia as refused:
+        return JSONResponse({"code": refused.code, "message": refused.message}, status_code=http_status(refused.code))
     except RegistrationRefused as refused:
         return refusal_response(refused)
     except VoiceRefused as refused:
         return JSONResponse({"code": refused.code, "message": refused.message}, status_code=400)
+    status_url = f"/avatar/register/jobs/{staged.job_id}"
+    job = await (asyncio.to_thread(registry.job, staged.job_id) if respond_async else registry.wait(staged.job_id))
+    if job is None:  # removed meanwhile (only by hand): nothing to show but where it was
+        return JSONResponse({"code": "job_not_found", "message": "the registration job is gone"}, status_code=500)
     if respond_async:
-        body = {**job.snapshot(), "status_url": f"/avatar/register/jobs/{job.job_id}"}
-        return JSONResponse(body, status_code=202)
-    await asyncio.wrap_future(registry.future(job))
-    snapshot = job.snapshot()
-    return JSONResponse(snapshot["result"] or snapshot["error"], status_code=snapshot["http_status"] or 500)
+        return JSONResponse({**job_view(job, None), "status_url": status_url}, status_code=202)
+    if not job.finished:
+        waited = running.settings.registration_wait_s
+        return JSONResponse({"code": "registration_pending", "status_url": status_url, "job_id": job.job_id,
+                             "message": f"the upload is still being analysed after {waited:.0f} s; poll status_url "
+                                        "for the outcome"}, status_code=504)
+    body = finished_body(job, await stored_avatar(job, running)) or job.error
+    return JSONResponse(body, status_code=outcome_status(job) or 500)
 
 
 def _check_may_register(who: Principal, user_id: str) -> None:
@@ -126,11 +145,12 @@ def _check_may_register(who: Principal, user_id: str) -> None:
 
 
 @router.get("/avatar/register/jobs/{job_id}", summary="Progress of a registration started with ?async=true")
-async def registration_job(job_id: str, who: Caller, registry: Registry) -> dict[str, Any]:
-    job = registry.job(job_id)
+async def registration_job(job_id: str, who: Caller, running: Running, registry: Registry) -> dict[str, Any]:
+    """Any gateway answers for any job: progress and outcome are in PostgreSQL."""
+    job = await asyncio.to_thread(registry.job, job_id)
     if job is None or not (who.is_admin or job.owner == who.user_id):
         raise error(404, "job_not_found", f"No registration job '{job_id[:64]}' (finished jobs are kept 15 minutes).")
-    return job.snapshot()
+    return job_view(job, await stored_avatar(job, running))
 
 
 @router.get("/avatar/list", summary="Avatars the caller may use, optionally of one user")

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.deps import services
 from gateway.services import Services
+from gateway.status import REQUIRED_SERVICES
 
 router = APIRouter(tags=["system"])
 
@@ -27,5 +28,5 @@ def ready(running: Annotated[Services, Depends(services)]) -> JSONResponse:  # s
         missing.append("database")
     missing += [f"processor:{name}" for name in running.status.missing()]
     body = {"status": "ready" if not missing else "not_ready", "missing": missing,
-            "processors": {name: [s.engine for s in running.status.live(name)] for name in ("tts", "lipsync")}}
+            "processors": {name: [s.engine for s in running.status.live(name)] for name in REQUIRED_SERVICES}}
     return JSONResponse(body, status_code=200 if not missing else 503)

@@ -1,8 +1,9 @@
-"""Container health probe of a processor: has this host's TTS or lip-sync processor announced itself lately?
+"""Container health probe of a processor: has this host's TTS, lip-sync or registration processor announced
+itself lately?
 
 Processors have no HTTP port; they heartbeat on ``avatar.status`` (the gateway's ``/ready`` reads the same
 messages). A live process that stopped consuming stops heartbeating, which the container runtime should see.
-Usage (docker-compose.yml): ``python infra/docker/healthcheck.py tts|lipsync``; exit 0 healthy, 1 not.
+Usage (docker-compose.yml): ``python infra/docker/healthcheck.py tts|lipsync|registration``; exit 0 healthy, 1 not.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from infra.kafka import consumer_config
 from infra.settings import Settings, load_settings
 from schemas.status import ServiceStatus
 
-SERVICES = ("tts", "lipsync")
+SERVICES = ("tts", "lipsync", "registration")
 READ_BUDGET_S = 5.0
 
 

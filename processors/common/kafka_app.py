@@ -155,6 +155,11 @@ class KafkaApp:
         self.assigned.set()
         log.info("partitions assigned", extra={"processor": self.name, "partitions": [p.partition for p in partitions]})
 
+    def keep_alive(self) -> None:
+        """For a handler busy for long within one step (a registration's analysis): send a heartbeat if one is due,
+        so gateways keep counting this processor as ready."""
+        self._heartbeat()
+
     def _heartbeat(self) -> None:
         """Tell the gateways this processor serves, once its partitions are assigned."""
         if self.assigned.is_set() and time.monotonic() - self._last_heartbeat >= self.settings.heartbeat_interval_s:

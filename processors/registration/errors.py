@@ -1,4 +1,4 @@
-"""Why an avatar upload was refused: one exception with a machine code, a human message and an HTTP status."""
+"""Why an avatar upload was refused: one exception with a machine code and a human message."""
 
 from __future__ import annotations
 
@@ -7,27 +7,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from processors.registration.quality import QualityReport
 
-# The HTTP status each code maps to, so every caller answers the same refusal the same way.
-HTTP_STATUS: dict[str, int] = {
-    "empty_file": 400,
-    "corrupt_file": 400,
-    "unsupported_media_type": 415,
-    "file_too_large": 413,
-    "image_too_large": 413,
-    "video_too_long": 413,
-    "no_decodable_frames": 422,
-    "no_face": 422,
-    "multiple_faces": 422,
-    "face_lost": 422,
-    "face_too_small": 422,
-    "too_blurry": 422,
-    "extreme_pose": 422,
-    "mouth_not_visible": 422,
-    "mouth_occluded": 422,
-    "too_dark": 422,
-    "too_bright": 422,
-    "poor_exposure": 422,
-}
+# Every code an analysis refuses an upload with. The processor writes the code; which HTTP status answers it
+# is the gateway's business (gateway/registration_status.py), so the processor knows nothing of HTTP.
+REFUSAL_CODES = frozenset({
+    "empty_file", "corrupt_file", "unsupported_media_type", "file_too_large", "image_too_large", "video_too_long",
+    "no_decodable_frames", "no_face", "multiple_faces", "face_lost", "face_too_small", "too_blurry", "extreme_pose",
+    "mouth_not_visible", "mouth_occluded", "too_dark", "too_bright", "poor_exposure",
+})
 
 
 class RegistrationError(Exception):
@@ -37,7 +23,6 @@ class RegistrationError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.http_status = HTTP_STATUS.get(code, 422)
         self.report = report
 
     def __repr__(self) -> str:

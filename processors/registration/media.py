@@ -13,21 +13,14 @@ import av.error
 import cv2
 import numpy as np
 
+from infra.media_kind import SNIFF_BYTES, MediaKind, UnsupportedMedia
+from infra.media_kind import sniff_media_kind as infra_sniff
 from processors.registration.errors import RegistrationError
 from schemas.avatar import RgbFrame
 
-MediaKind = Literal["jpeg", "png", "gif", "mp4", "mov", "webm"]
 MediaCategory = Literal["image", "gif", "video"]
 Progress = Callable[[float], None]
 
-SNIFF_BYTES = 64  # every signature below is decided within this many leading bytes
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
-_EBML_SIGNATURE = b"\x1a\x45\xdf\xa3"
-_QUICKTIME_LEGACY_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
-# ISO-BMFF brands that are still images or raw photos, not movies: refused with a useful hint.
-_STILL_BMFF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis", b"crx ")
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8, CC are not frames.
 _JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
@@ -56,25 +49,10 @@ class DecodedMedia:
 
 def sniff_media_kind(head: bytes) -> MediaKind:
     """Name the format from its leading bytes (pass at least ``SNIFF_BYTES``); never trusts a file name."""
-    if not head:
-        raise RegistrationError("empty_file", "The uploaded file is empty (0 bytes).")
-    if head.startswith(_PNG_SIGNATURE):
-        return "png"
-    if head.startswith(_JPEG_SIGNATURE):
-        return "jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(_EBML_SIGNATURE):
-        return _sniff_ebml(head)
-    if head[4:8] == b"ftyp":
-        return _sniff_iso_bmff(head[8:12])
-    if head[4:8] in _QUICKTIME_LEGACY_ATOMS:
-        return "mov"  # QuickTime files written before ftyp existed start straight with an atom
-    raise RegistrationError(
-        "unsupported_media_type",
-        f"Unrecognised file content ({_describe_head(head)}); upload a JPEG or PNG photo, a GIF, "
-        "or an MP4, MOV or WebM video.",
-    )
+    try:
+        return infra_sniff(head)
+    except UnsupportedMedia as refused:
+        raise RegistrationError(refused.code, refused.message) from None
 
 
 def media_category(kind: MediaKind) -> MediaCategory:
@@ -365,31 +343,6 @@ def _too_long(duration: float, max_duration_s: float) -> RegistrationError:
     return RegistrationError(
         "video_too_long", f"The clip lasts {duration:.1f} s; at most {max_duration_s:.0f} s is accepted."
     )
-
-
-def _sniff_ebml(head: bytes) -> MediaKind:
-    # The DocType element comes within the first few dozen bytes of the EBML header.
-    if b"webm" in head[:SNIFF_BYTES]:
-        return "webm"
-    raise RegistrationError(
-        "unsupported_media_type", "Matroska (.mkv) files are not supported; upload MP4, MOV or WebM."
-    )
-
-
-def _sniff_iso_bmff(brand: bytes) -> MediaKind:
-    if brand in _STILL_BMFF_BRANDS:
-        raise RegistrationError(
-            "unsupported_media_type",
-            f"HEIC/AVIF/raw images (brand {brand.decode('latin-1').strip()!r}) are not supported; "
-            "upload a JPEG or PNG.",
-        )
-    return "mov" if brand == b"qt  " else "mp4"
-
-
-def _describe_head(head: bytes) -> str:
-    if head.lstrip()[:1] in (b"<", b"{", b"[") or all(32 <= b < 127 or b in (9, 10, 13) for b in head[:32]):
-        return "it looks like text"
-    return f"starts with bytes {head[:8].hex(' ')}"
 
 
 def _require_positive(width: int, height: int, fmt: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from infra.database import ensure_database, with_database
 from infra.migrations import migrate
 from infra.settings import Settings
 from tests.gateway_server import serve_gateway
+from tests.registration_worker import worker_process
 
 ADMIN_TOKEN = "fuzz-admin-token-0123456789abcdef"
 # What must never reach a client: a stack trace, a path of this machine, the database driver, SQL.
@@ -41,9 +42,17 @@ def fuzz_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def fuzz_settings(broker: EmbeddedBroker, fuzz_database: str) -> Settings:
+def fuzz_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of its own: the registration worker of the fuzz database must not share the stack's group."""
+    embedded = EmbeddedBroker(free_port()).start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def fuzz_settings(fuzz_broker: EmbeddedBroker, fuzz_database: str) -> Settings:
     # Production mode (auth on), limits high enough that fuzzing measures handling, not the rate limiter.
-    return Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=fuzz_database, port=free_port(),
+    return Settings(kafka_bootstrap_servers=fuzz_broker.bootstrap, database_url=fuzz_database, port=free_port(),
                     dev_mode=False, admin_token=ADMIN_TOKEN, auth_secret="fuzz-signing-secret-0123456789",
                     face_data_keys=new_key("fuzz").to_text(), rate_limit_uploads_per_min=100_000,
                     rate_limit_requests_per_min=100_000, rate_limit_connections_per_min=100_000,
@@ -53,5 +62,5 @@ def fuzz_settings(broker: EmbeddedBroker, fuzz_database: str) -> Settings:
 
 @pytest.fixture(scope="session")
 def fuzz_gateway(fuzz_settings: Settings) -> Iterator[str]:
-    with serve_gateway(fuzz_settings) as base_url:
+    with worker_process(fuzz_settings), serve_gateway(fuzz_settings) as base_url:
         yield base_url

@@ -17,8 +17,8 @@ from schemathesis.core.result import Ok
 from schemathesis.schemas import APIOperation
 
 from gateway.app import create_app
-from gateway.sample_avatar import sample_png
 from infra.settings import Settings
+from processors.registration.sample import sample_png
 from tests.fuzz.conftest import ADMIN_TOKEN, leaks_in
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from gateway.sample_avatar import sample_png
 from infra.audit import AVATAR_DELETED, AVATAR_REGISTERED, AuditActor, AuditEntry, AuditLog
 from infra.avatar_store import AvatarNameTaken, AvatarNotFound, AvatarStore
 from infra.broker import EmbeddedBroker, free_port
 from infra.crypto import FaceKeyring, new_key
 from infra.database import open_pool
 from infra.settings import Settings
+from processors.registration.sample import sample_png
 from tests.gateway_server import serve_gateway
 from tests.integration.stack import TEST_FACE_DATA_KEYS
 from tests.integration.test_encryption_at_rest import face_data
@@ -29,7 +29,7 @@ ADMIN = "admin-token-for-the-audit-tests-0123"
 
 
 @pytest.fixture(scope="module")
-def gateway(broker: EmbeddedBroker, database_url: str) -> Iterator[str]:
+def gateway(broker: EmbeddedBroker, database_url: str, registration_worker: None) -> Iterator[str]:
     settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, port=free_port(),
                         dev_mode=False, admin_token=ADMIN, auth_secret="audit-signing-secret-0123456789",
                         face_data_keys=TEST_FACE_DATA_KEYS, register_sample_avatar=False,

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import websockets
 
-from gateway.sample_avatar import sample_png
 from infra.broker import EmbeddedBroker, free_port
 from infra.settings import Settings
+from processors.registration.sample import sample_png
 from tests.gateway_server import serve_gateway
 from tests.integration.stack import TEST_FACE_DATA_KEYS
 
@@ -23,7 +23,7 @@ ADMIN = "admin-token-for-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
-def secure_gateway(broker: EmbeddedBroker, database_url: str) -> Iterator[str]:
+def secure_gateway(broker: EmbeddedBroker, database_url: str, registration_worker: None) -> Iterator[str]:
     """A real gateway (uvicorn on a port) in production mode: auth on."""
     settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, port=free_port(),
                         dev_mode=False, admin_token=ADMIN, auth_secret="signing-secret-for-tests-0123456789",

@@ -17,7 +17,6 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 from skimage import data as skimage_data
 
-from gateway.sample_avatar import ensure_sample_avatar, sample_png
 from infra.avatar_store import AvatarStore
 from infra.broker import EmbeddedBroker, free_port
 from infra.crypto import FaceDataDecryptionError, FaceKeyring, new_key
@@ -25,6 +24,7 @@ from infra.database import ensure_database, open_pool, with_database
 from infra.face_frames import decode_frame, encode_frame
 from infra.migrations import MIGRATIONS_DIR, migrate, throwaway_database
 from infra.settings import PROJECT_ROOT
+from processors.registration.sample import ensure_sample_avatar, sample_png
 from schemas.avatar import LANDMARK_COUNT, AvatarFaceData, FaceFrame
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,7 @@ def clip_settings(broker: EmbeddedBroker, database_url: str) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def gateway(clip_settings: Settings) -> Iterator[str]:
+def gateway(clip_settings: Settings, registration_worker: None) -> Iterator[str]:
     with serve_gateway(clip_settings) as base_url:
         yield base_url
 

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from gateway.sample_avatar import sample_png
 from infra.avatar_store import AvatarStore
 from infra.broker import EmbeddedBroker
 from infra.crypto import face_keyring
@@ -21,6 +20,7 @@ from infra.database import open_pool
 from infra.kafka import TopicAdmin, consumer_config
 from infra.settings import PROJECT_ROOT, Settings
 from processors.registration import analyse_upload
+from processors.registration.sample import sample_png
 from schemas.avatar_events import AvatarInvalidated
 from tests.integration.stack import TEST_FACE_DATA_KEYS
 

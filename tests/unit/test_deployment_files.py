@@ -21,9 +21,9 @@ from infra.settings import PROJECT_ROOT, Settings
 BASE = PROJECT_ROOT / "docker-compose.yml"
 PROD = PROJECT_ROOT / "docker-compose.prod.yml"
 DOCKERFILES = [PROJECT_ROOT / "infra/docker/Dockerfile", PROJECT_ROOT / "infra/docker/Dockerfile.gpu"]
-OUR_SERVICES = ("tts", "lipsync", "lipsync-gpu", "gateway")
+OUR_SERVICES = ("tts", "lipsync", "registration", "lipsync-gpu", "gateway")
 # What an operator must supply for the production file (it refuses to start without them).
-# What every compose file needs: the face-data keys all gateways and lip-sync workers share.
+# What every compose file needs: the face-data keys all gateways, lip-sync and registration workers share.
 BASE_SECRETS = {"FACE_DATA_KEYS": "k1:" + base64.b64encode(bytes(range(32))).decode()}
 PROD_SECRETS = {**BASE_SECRETS, "POSTGRES_PASSWORD": "a-database-password",
                 "ADMIN_TOKEN": "an-admin-token-0123456789", "AUTH_SECRET": "a-signing-secret-0123456789"}

@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from gateway.registration import create_analyser
 from infra.settings import Settings
 from processors.registration.faces import FaceTracker
 from processors.registration.insightface import InsightFaceAnalyser, ModelPackError, read_pack
+from processors.registration.main import create_analyser
 from schemas.avatar import RgbFrame
 
 DETECTOR_SIDE = 160

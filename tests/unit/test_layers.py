@@ -29,9 +29,6 @@ SHARED_PROCESSOR_ROOM = "common"
 # Imports the rule forbids that the code still makes, each until the step of issue 12 that removes it. An entry
 # that no longer occurs fails the test too, so this list only ever shrinks.
 KNOWN: dict[tuple[str, str], str] = {
-    ("gateway/registration.py", "processors.registration"): "registration analyses in the gateway (to be a processor)",
-    ("gateway/sample_avatar.py", "processors.registration"): "the sample avatar is analysed in the gateway",
-    ("gateway/routes/avatars.py", "processors.registration"): "uploads are sniffed with the analyser's code",
     ("gateway/idle_clips.py", "processors.lipsync"): "idle clips render in the gateway (issue 11: the lip-sync worker)",
 }
 

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from gateway.registration_status import http_status
 from processors.registration import RegistrationError, sniff_media_kind
 from processors.registration.media import DecodedMedia, decode_media, normalised_size
 from schemas.avatar import RgbFrame
@@ -137,14 +138,14 @@ def test_sniff_names_each_supported_format_from_its_content(astronaut: RgbFrame)
 def test_sniff_refuses_zero_bytes_as_empty_file() -> None:
     with pytest.raises(RegistrationError) as caught:
         sniff_media_kind(b"")
-    assert (caught.value.code, caught.value.http_status) == ("empty_file", 400)
+    assert (caught.value.code, http_status(caught.value.code)) == ("empty_file", 400)
 
 
 def test_sniff_refuses_random_bytes_as_unsupported() -> None:
     noise = np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     with pytest.raises(RegistrationError) as caught:
         sniff_media_kind(noise)
-    assert (caught.value.code, caught.value.http_status) == ("unsupported_media_type", 415)
+    assert (caught.value.code, http_status(caught.value.code)) == ("unsupported_media_type", 415)
 
 
 def test_text_file_named_png_is_refused_as_text() -> None:
@@ -169,7 +170,7 @@ def test_truncated_png_is_corrupt(astronaut: RgbFrame) -> None:
     content = png_bytes(astronaut)
     with pytest.raises(RegistrationError) as caught:
         decode(content[: len(content) // 2])
-    assert (caught.value.code, caught.value.http_status) == ("corrupt_file", 400)
+    assert (caught.value.code, http_status(caught.value.code)) == ("corrupt_file", 400)
 
 
 def test_png_cut_inside_its_header_is_corrupt(astronaut: RgbFrame) -> None:
@@ -219,14 +220,14 @@ def test_mp4_with_only_audio_has_no_decodable_frames() -> None:
         output.mux(stream.encode())
     with pytest.raises(RegistrationError) as caught:
         decode(buffer.getvalue())
-    assert (caught.value.code, caught.value.http_status) == ("no_decodable_frames", 422)
+    assert (caught.value.code, http_status(caught.value.code)) == ("no_decodable_frames", 422)
 
 
 def test_png_header_declaring_100000_square_is_refused_from_the_header_alone() -> None:
     # The file holds no pixel data at all: refusing it as too large proves nothing was decoded.
     with pytest.raises(RegistrationError) as caught:
         decode(png_header_only(100_000, 100_000))
-    assert (caught.value.code, caught.value.http_status) == ("image_too_large", 413)
+    assert (caught.value.code, http_status(caught.value.code)) == ("image_too_large", 413)
     assert "100000×100000" in caught.value.message
 
 
@@ -256,7 +257,7 @@ def test_video_longer_than_the_limit_is_refused() -> None:
     content = video_bytes(gradient_frames(10), fps=5)
     with pytest.raises(RegistrationError) as caught:
         decode(content, max_duration_s=1.0)
-    assert (caught.value.code, caught.value.http_status) == ("video_too_long", 413)
+    assert (caught.value.code, http_status(caught.value.code)) == ("video_too_long", 413)
 
 
 # ---- normalisation -----------------------------------------------------------------------------------

@@ -1,15 +1,17 @@
-"""Registers the bundled sample avatar (scikit-image's public-domain astronaut) through the normal path."""
+"""Registers the bundled sample avatar (scikit-image's public-domain astronaut) when a registration worker
+starts, unless a readable current copy is stored."""
 
 from __future__ import annotations
 
 import logging
 
 import cv2
+import psycopg
 from skimage import data as skimage_data
 
 from infra.avatar_store import AvatarStore
 from infra.crypto import FaceDataDecryptionError
-from processors.registration import analyse_upload
+from processors.registration.analyse import analyse_upload
 from schemas.avatar import FACE_DATA_VERSION
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,15 @@ def ensure_sample_avatar(store: AvatarStore, avatar_id: str) -> bool:
         return False
     source = sample_png()
     result = analyse_upload(source, avatar_id=avatar_id)
-    store.save(result.face_data, user_id=SAMPLE_USER, name="Sample (astronaut)",
-               description="Eileen Collins, NASA (public domain), shipped with scikit-image",
-               media_kind=result.media_kind, source=source, source_width=result.source_width,
-               source_height=result.source_height, quality_report=result.report.to_dict(), replace=True)
+    try:
+        store.save(result.face_data, user_id=SAMPLE_USER, name="Sample (astronaut)",
+                   description="Eileen Collins, NASA (public domain), shipped with scikit-image",
+                   media_kind=result.media_kind, source=source, source_width=result.source_width,
+                   source_height=result.source_height, quality_report=result.report.to_dict(), replace=True)
+    except psycopg.errors.UniqueViolation:
+        # Workers started together each found it missing; the one that stored it first is as good as this one.
+        log.info("sample avatar registered by another worker meanwhile", extra={"avatar_id": avatar_id})
+        return False
     log.info("sample avatar registered", extra={"avatar_id": avatar_id, "analysis_ms": result.analysis_ms})
     return True
 
