@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")
-def gateway(broker: EmbeddedBroker, database_url: str) -> Iterator[str]:
+def gateway(broker: EmbeddedBroker, database_url: str, registration_worker: None) -> Iterator[str]:
+    """A gateway alone; the registration worker registers the sample avatar the player opens."""
     settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url=database_url, port=free_port(),
                         _env_file=None)
     with gateway_server.serve_gateway(settings) as url:
