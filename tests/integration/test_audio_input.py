@@ -16,35 +16,13 @@ import websockets
 from producers.audio import Utterance, UtteranceTarget, pcm16_samples
 from schemas.websocket import pack_audio_frame
 from tests.integration.stack import RunningStack
+from tests.integration.test_ws_session import Connection, connect, recv, select_sample, send
 from tests.media import decode_mp4
 from tests.support.agent_audio import PERSIAN, chunks, speech_pcm
 
 pytestmark = pytest.mark.integration
-Connection = websockets.ClientConnection
-
-
-async def connect(stack: RunningStack) -> Connection:
-    return await websockets.connect(stack.ws, max_size=16 * 1024 * 1024)
-
-
-async def recv(ws: Connection, timeout_s: float = 20) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
-    return message
-
-
-async def send(ws: Connection, **message: Any) -> None:
-    await ws.send(json.dumps(message, ensure_ascii=False))
-
-
 async def send_audio(ws: Connection, pcm: bytes, rate: int, **extra: Any) -> None:
     await send(ws, type="audio_input", sample_rate=rate, data=base64.b64encode(pcm).decode(), **extra)
-
-
-async def select_sample(ws: Connection) -> str:
-    await send(ws, type="avatar_selection", avatar_id="sample")
-    ready = await recv(ws)
-    assert ready["type"] == "session_ready", ready
-    return str(ready["session_id"])
 
 
 async def until(ws: Connection, kind: str, timeout_s: float = 20) -> dict[str, Any]:
