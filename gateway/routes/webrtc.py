@@ -19,7 +19,7 @@ from gateway.auth import Principal
 from gateway.deps import principal, services
 from gateway.services import Services
 from gateway.speak import Refusal
-from gateway.webrtc.peers import PeerRefused, WebRtcHub
+from gateway.webrtc.peers import PeerRefused, WebRtcHub, WebRtcPeer
 from schemas.common import SessionId
 
 router = APIRouter(tags=["webrtc"])
@@ -55,6 +55,15 @@ async def _owned_session(running: Services, session_id: str, who: Principal) -> 
         raise HTTPException(status, detail={"code": refusal.code, "message": refusal.message}) from None
 
 
+async def _owned_peer(running: Services, peers: WebRtcHub, peer_id: str, session_id: str, who: Principal) -> WebRtcPeer:
+    """The caller's peer ``peer_id`` of ``session_id``; 404 (or the session's refusal) otherwise."""
+    await _owned_session(running, session_id, who)
+    peer = peers.peer_of(peer_id, session_id)
+    if peer is None:
+        raise HTTPException(404, detail={"code": "unknown_peer", "message": f"no WebRTC peer '{peer_id}'"})
+    return peer
+
+
 @router.post("/webrtc/offer", summary="Receive a session's video and audio over WebRTC (SDP offer in, answer out)",
              responses={401: {"description": "no or bad token"}, 404: {"description": "no such session of yours"},
                         400: {"description": "the offer was refused"},
@@ -75,9 +84,7 @@ async def offer(body: WebRtcOffer, who: Annotated[Principal, Depends(principal)]
 async def close(peer_id: str, session_id: SessionId, who: Annotated[Principal, Depends(principal)],
                 running: Annotated[Services, Depends(services)],
                 peers: Annotated[WebRtcHub, Depends(hub)]) -> Response:
-    await _owned_session(running, session_id, who)
-    if peers.peer_of(peer_id, session_id) is None:
-        raise HTTPException(404, detail={"code": "unknown_peer", "message": f"no WebRTC peer '{peer_id}'"})
+    await _owned_peer(running, peers, peer_id, session_id, who)
     await peers.close(peer_id)
     return Response(status_code=204)
 
@@ -87,9 +94,6 @@ async def close(peer_id: str, session_id: SessionId, who: Annotated[Principal, D
 async def interrupt(peer_id: str, session_id: SessionId, who: Annotated[Principal, Depends(principal)],
                     running: Annotated[Services, Depends(services)],
                     peers: Annotated[WebRtcHub, Depends(hub)]) -> Response:
-    await _owned_session(running, session_id, who)
-    peer = peers.peer_of(peer_id, session_id)
-    if peer is None:
-        raise HTTPException(404, detail={"code": "unknown_peer", "message": f"no WebRTC peer '{peer_id}'"})
+    peer = await _owned_peer(running, peers, peer_id, session_id, who)
     peer.interrupt(None)
     return Response(status_code=204)

@@ -67,6 +67,10 @@ FIRST_OUTPUT_BUDGET_S = 0.5
 Lane = tuple[int, bytes | None]  # partition and key: one session's messages, handled one after another
 
 
+def _lane(message: Message) -> Lane:
+    return message.partition() or 0, message.key()
+
+
 @dataclass
 class _Job:
     """One consumed message on its way through the handler."""
@@ -195,7 +199,7 @@ class KafkaApp:
         trace = {name: raw.decode(errors="replace") for name, raw in pairs
                  if name in TRACE_FIELDS and isinstance(raw, bytes)}
         self._commits.accepted(partition, message.offset() or 0)
-        self._jobs.add((partition, message.key()), _Job(message, trace, self._is_possibly_half_handled(message)),
+        self._jobs.add(_lane(message), _Job(message, trace, self._is_possibly_half_handled(message)),
                        due=time.perf_counter() + FIRST_OUTPUT_BUDGET_S)
         if self._commits.open_count(partition) >= MAX_OPEN_PER_PARTITION:
             self.consumer.pause([TopicPartition(self.input_topic, partition)])
@@ -232,7 +236,7 @@ class KafkaApp:
         if out is None:
             return "ok"
         self._produce(out)
-        self._jobs.set_due((message.partition() or 0, message.key()), out.due)
+        self._jobs.set_due(_lane(message), out.due)
         return None
 
     def _ensure_session_topic(self, topic: str) -> None:
@@ -251,7 +255,7 @@ class KafkaApp:
         if commit_at is not None:
             self.consumer.commit(offsets=[TopicPartition(self.input_topic, partition, commit_at)], asynchronous=True)
         self.processed += 1
-        self._jobs.finish((partition, message.key()))
+        self._jobs.finish(_lane(message))
         if partition in self._paused and self._commits.open_count(partition) <= MAX_OPEN_PER_PARTITION // 2:
             self.consumer.resume([TopicPartition(self.input_topic, partition)])
             self._paused.discard(partition)
