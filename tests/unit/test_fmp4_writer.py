@@ -447,3 +447,28 @@ def test_audio_that_does_not_continue_the_promised_upcoming_audio_is_refused() -
     writer.write([blank] * 10, pcm[: 10 * SAMPLES_PER_FRAME], pcm[10 * SAMPLES_PER_FRAME :])
     with pytest.raises(ValueError, match="does not begin with the upcoming audio"):
         writer.write([blank] * 10, np.zeros(10 * SAMPLES_PER_FRAME, np.int16))
+
+
+def test_speech_survives_the_aac_round_trip_at_over_30_db_snr() -> None:
+    """Real speech (espeak-ng, Persian, with its pauses), written as a session's chunks and decoded back.
+
+    The encoder's fast AAC coder costs a fifth of the default (two-loop) coder's CPU on speech; this pins that it
+    does not buy that with fidelity (here the two-loop coder measured 27 dB, the fast one 33 dB)."""
+    from processors.tts.engines.espeak import EspeakEngine
+
+    speech = EspeakEngine().synthesize("بابا و مامان با هم به باغ می‌روند. امروز هوا خیلی خوب است.", "fa")
+    pcm = speech.pcm
+    rate = speech.sample_rate
+    per_frame = rate // FPS
+    pcm = pcm[: pcm.size // per_frame * per_frame]
+    writer = FragmentedMp4Writer(64, 48, fps=FPS, audio_rate=rate)
+    blank = np.zeros((48, 64, 3), np.uint8)
+    step = 12 * per_frame
+    chunks = [writer.write([blank] * (len(pcm[start : start + step]) // per_frame), pcm[start : start + step],
+                           pcm[start + step :])
+              for start in range(0, pcm.size, step)]
+    decoded = np.concatenate([samples for _, samples in decoded_audio(b"".join([*chunks, writer.close()]))])
+    original = pcm.astype(np.float32) / 32768
+    decoded = decoded[: original.size]
+    snr_db = 10 * np.log10(np.sum(original**2) / np.sum((original - decoded) ** 2))
+    assert snr_db > 30, snr_db

@@ -302,6 +302,9 @@ def _open_audio_encoder(audio_rate: int) -> AudioCodecContext:
     context.time_base = Fraction(1, audio_rate)
     # ~3 bits per sample is transparent enough for speech; capped at 64 kb/s for high rates.
     context.bit_rate = min(3 * audio_rate, 64_000)
+    # FFmpeg's default two-loop coder spent 37 ms of CPU per second of speech (40% of the lip-sync core); the
+    # fast coder spends 7 ms and, on speech, reconstructs it better (SNR 31 vs 24 dB, test_fmp4_writer).
+    context.options = {"aac_coder": "fast"}
     context.open()
     return context
 
