@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -27,6 +28,42 @@ def client_config(settings: Settings) -> dict[str, Any]:
             "log_level": 7 if settings.log_level == "DEBUG" else 3, "logger": LIBRDKAFKA_LOG}
 
 
+# The embedded broker (Tansu) holds an empty fetch to the end of its wait and answers data late when the wait is
+# long (a 500 ms wait: hops of ~180 ms), so its consumers poll briskly; Apache Kafka answers a fetch as soon as data
+# arrives, so there Kafka's own long poll costs no latency and spares the cluster (scripts/benchmark_broker_polling.py).
+EMBEDDED_FETCH_WAIT_MS = 10
+KAFKA_FETCH_WAIT_MS = 500
+TANSU_CLUSTER_ID = "tansu_cluster"
+_BROKER_PROBE_TIMEOUT_S = 2.0
+
+
+def fetch_wait_ms(settings: Settings) -> int:
+    """KAFKA_FETCH_WAIT_MS if set, else the wait that suits the broker the bootstrap servers lead to."""
+    if settings.kafka_fetch_wait_ms is not None:
+        return settings.kafka_fetch_wait_ms
+    return _wait_for_broker_kind(settings.kafka_bootstrap_servers)
+
+
+@functools.cache
+def _wait_for_broker_kind(bootstrap: str) -> int:
+    """Asks the cluster its id once per process: the embedded broker names itself ``tansu_cluster``. A broker that
+    does not answer yet gets the embedded broker's brisk wait: it costs an idle cluster CPU, never latency."""
+    try:
+        probe: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG, "log_level": 3}
+        cluster_id = AdminClient(probe).list_topics(timeout=_BROKER_PROBE_TIMEOUT_S).cluster_id
+    except KafkaException:
+        log.warning("broker kind unknown (not reachable yet): fetch wait of the embedded broker",
+                    extra={"bootstrap": bootstrap, "fetch_wait_ms": EMBEDDED_FETCH_WAIT_MS})
+        return EMBEDDED_FETCH_WAIT_MS
+    wait = fetch_wait_for_cluster(cluster_id)
+    log.info("fetch wait chosen for the broker", extra={"cluster_id": cluster_id, "fetch_wait_ms": wait})
+    return wait
+
+
+def fetch_wait_for_cluster(cluster_id: str | None) -> int:
+    return EMBEDDED_FETCH_WAIT_MS if cluster_id == TANSU_CLUSTER_ID else KAFKA_FETCH_WAIT_MS
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         **client_config(settings),
@@ -43,7 +80,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         **client_config(settings),
-        "fetch.wait.max.ms": settings.kafka_fetch_wait_ms,  # docs/design.md: 10 ms gives ~2 ms per hop
+        "fetch.wait.max.ms": fetch_wait_ms(settings),
         "fetch.max.bytes": max(settings.kafka_max_message_bytes, 52_428_800),
         "max.partition.fetch.bytes": settings.kafka_max_message_bytes,
         "session.timeout.ms": settings.kafka_session_timeout_ms,

@@ -95,9 +95,9 @@ class Settings(BaseSettings):
     kafka_session_topic_prefix: str = Field("avatar.session.", description="prefix of each session's output topic")
     kafka_partitions: int = Field(6, ge=1, le=1024,
                                   description="partitions of the requests and speech topics (the unit of scale-out)")
-    kafka_fetch_wait_ms: int = Field(10, ge=1, le=1000,
-                                     description="consumer fetch wait in ms: the latency of every Kafka hop on the "
-                                                 "embedded broker")
+    kafka_fetch_wait_ms: int | None = Field(None, ge=1, le=1000,
+                                            description="consumer fetch wait in ms; empty = by broker: 10 on the "
+                                                        "embedded one (its hop latency), 500 on Kafka (long poll)")
     kafka_max_message_bytes: Bytes = Field(16 * 1024 * 1024, ge=1024 * 1024,
                                          description="largest Kafka message (a size: bytes, 16MiB, ...)")
     kafka_session_timeout_ms: int = Field(6000, ge=1000, description="consumer-group session timeout in ms")
