@@ -18,6 +18,7 @@ from infra.kafka import TopicAdmin, consumer_config, new_producer
 from infra.logging import TRACE_FIELDS, log_context, log_scope
 from infra.settings import Settings
 from processors.common import metrics
+from processors.common.batching import BatchRunner, Shared, run_shared
 from processors.common.broadcast import BroadcastListener
 from processors.common.offsets import CommitPoints
 from processors.common.scheduling import LaneScheduler
@@ -55,7 +56,9 @@ class Outgoing:
     due: float | None = None
 
 
-Handler = Callable[[Inbound], Iterable[Outgoing]]
+# A handler yields its outputs; a lip-sync handler also yields a Shared piece (a render) before a chunk, which the
+# app runs in one batch with other lanes' and whose result the handler then reads (processors/common/batching.py).
+Handler = Callable[[Inbound], Iterable[Outgoing | Shared]]
 # Extra ServiceStatus fields a processor reports in each heartbeat (e.g. its avatar cache's statistics).
 StatusFields = Callable[[], dict[str, Any]]
 # A partition with this many messages accepted and not finished is paused until half of them are, so a
@@ -64,6 +67,9 @@ MAX_OPEN_PER_PARTITION = 16
 # A new message's first output is due this long after it is accepted: past it, it goes before lanes that are
 # merely busy, so new work cannot wait for ever behind sessions that are always due.
 FIRST_OUTPUT_BUDGET_S = 0.5
+# A shared step takes in the lanes due within this: about a chunk's playing time, so on a busy GPU every session's
+# next chunk joins one call, while a lane due later waits for a later step.
+DEFAULT_BATCH_HORIZON_S = 0.5
 Lane = tuple[int, bytes | None]  # partition and key: one session's messages, handled one after another
 
 
@@ -78,7 +84,7 @@ class _Job:
     message: Message
     trace: dict[str, str]  # the log context (request and session ids), kept between steps
     recovering: bool
-    outputs: Iterator[Outgoing] | None = None  # the handler's, once started
+    outputs: Iterator[Outgoing | Shared] | None = None  # the handler's, once started
     started_at: float = 0.0  # when its first step began (waiting behind its partition's others is not handling)
 
 
@@ -93,7 +99,10 @@ class KafkaApp:
 
     def __init__(self, settings: Settings, *, name: str, input_topic: str, handler: Handler,
                  admin: TopicAdmin | None = None, engine: str | None = None,
-                 status_fields: StatusFields | None = None) -> None:
+                 status_fields: StatusFields | None = None, batch: BatchRunner | None = None, max_batch: int = 1,
+                 batch_horizon_s: float = DEFAULT_BATCH_HORIZON_S) -> None:
+        """``batch`` runs the Shared pieces the handler yields, up to ``max_batch`` in size per call (1: none
+        shared across lanes)."""
         self.settings = settings
         self.name = name
         self.input_topic = input_topic
@@ -108,6 +117,9 @@ class KafkaApp:
         self.dead_lettered = 0
         self.engine = engine
         self.status_fields = status_fields
+        self.batch = batch
+        self.max_batch = max_batch
+        self.batch_horizon_s = batch_horizon_s
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self._last_heartbeat = 0.0
         self._jobs: LaneScheduler[Lane, _Job] = LaneScheduler()
@@ -206,24 +218,77 @@ class KafkaApp:
             self._paused.add(partition)
 
     def _step(self) -> None:
-        """Advance the next job by one output; finish it when the handler has no more."""
-        job = self._jobs.next(time.perf_counter())
+        """Advance the next job by one output; finish it when the handler has no more.
+
+        A job that yields a ``Shared`` piece (a render) is joined by the pieces of the other started lanes due
+        within ``batch_horizon_s``, earliest first, up to ``max_batch``; one runner call serves them all and each
+        then produces its output. New work's first step is never batched: it must not wait for other lanes."""
+        now = time.perf_counter()
+        job = self._jobs.next(now)
         if job is None:
             return
-        with log_scope(**job.trace):
-            outcome = self._advance(job)
-            job.trace = log_context()  # ids the handler bound (e.g. once it parsed the message) stay bound
-        if outcome is not None:
-            self._finish(job, outcome)
+        starting = job.outputs is None
+        piece = self._run(job, share=True)
+        if piece is None:
+            return
+        batch = [(job, piece)]
+        if not starting:
+            batch += self._companions(job, self.max_batch - piece.size, now)
+        self._run_batch([member for _, member in batch])
+        for member, _ in batch:
+            self._run(member, share=False)
 
-    def _advance(self, job: _Job) -> str | None:
-        """Produce the handler's next output: None while there are more; the outcome once it is done."""
+    def _companions(self, primary: _Job, room: int, now: float) -> list[tuple[_Job, Shared]]:
+        """Pieces of other due lanes to run with ``primary``'s: while there is room (the last may overfill it)."""
+        found: list[tuple[_Job, Shared]] = []
+        for job in self._jobs.due_by(now + self.batch_horizon_s, besides=_lane(primary.message)):
+            if room <= 0:
+                break
+            self._jobs.had_turn(_lane(job.message))
+            piece = self._run(job, share=True)
+            if piece is not None:
+                found.append((job, piece))
+                room -= piece.size
+        return found
+
+    def _run_batch(self, pieces: list[Shared]) -> None:
+        if self.batch is None:
+            for piece in pieces:
+                piece.fail(TypeError(f"{self.name}: a handler yielded a Shared piece but the app has no batch runner"))
+            return
+        started = time.perf_counter()
+        run_shared(self.batch, pieces)
+        metrics.BATCH_PIECES.labels(self.name).observe(len(pieces))
+        metrics.BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+
+    def _run(self, job: _Job, *, share: bool) -> Shared | None:
+        """Advance ``job`` to its next output (produced) or, with ``share``, to a Shared piece (returned); a piece
+        met without ``share`` is run on its own. The job is finished here when the handler is done."""
+        with log_scope(**job.trace):
+            while True:
+                advanced = self._advance(job)
+                if not isinstance(advanced, Shared):
+                    break
+                if share:
+                    job.trace = log_context()
+                    return advanced
+                self._run_batch([advanced])
+            job.trace = log_context()  # ids the handler bound (e.g. once it parsed the message) stay bound
+        if advanced is not None:
+            self._finish(job, advanced)
+        return None
+
+    def _advance(self, job: _Job) -> str | Shared | None:
+        """Produce the handler's next output: None while there are more; a Shared piece the handler waits on; the
+        outcome once it is done."""
         message = job.message
         try:
             if job.outputs is None:
                 job.started_at = time.perf_counter()
                 job.outputs = iter(self.handler(Inbound(message.key(), message.value() or b"", job.recovering)))
             out = next(job.outputs, None)
+            if isinstance(out, Shared):
+                return out
             if out is not None:
                 self._ensure_session_topic(out.topic)
         except InvalidMessage as error:

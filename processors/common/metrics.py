@@ -24,6 +24,11 @@ ARTICULATION_SOURCES = Counter("avatar_lipsync_segments_total",
                                ["source"], registry=REGISTRY)
 UNKNOWN_PHONEMES = Counter("avatar_lipsync_unknown_phonemes_total",
                            "phoneme names the viseme table does not know (said as rest)", registry=REGISTRY)
+BATCH_PIECES = Histogram("avatar_processor_batch_pieces",
+                         "pieces (e.g. sessions' chunks) run in one shared step: one engine call serves them all",
+                         ["processor"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=REGISTRY)
+BATCH_SECONDS = Histogram("avatar_processor_batch_seconds", "time of one shared step's runner call (a batched render)",
+                          ["processor"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 MODEL_LOAD_SECONDS = Gauge("avatar_model_load_seconds", "time the engine took to load at start-up", ["engine"],
                            registry=REGISTRY)
 

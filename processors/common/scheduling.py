@@ -70,6 +70,20 @@ class LaneScheduler[L: Hashable, J]:
         self._turns.append(lane)  # its next turn comes after every other busy lane's
         return self._lanes[lane].active
 
+    def due_by(self, before: float, besides: L) -> list[J]:
+        """The started jobs of lanes other than ``besides`` whose next output is due by ``before``, earliest first:
+        candidates to join ``besides``'s step in a shared (batched) step (``had_turn`` for those that do)."""
+        due = sorted(((state.due, lane) for lane, state in self._lanes.items()
+                      if lane != besides and lane not in self._fresh and state.due is not None and state.due <= before),
+                     key=lambda pair: pair[0])
+        return [self._lanes[lane].active for _due, lane in due]
+
+    def had_turn(self, lane: L) -> None:
+        """The lane was stepped outside ``next()`` (in another lane's shared step): its next turn comes last."""
+        if lane in self._lanes:
+            self._forget_turn(lane)
+            self._turns.append(lane)
+
     def _most_urgent(self, now: float) -> L | None:
         due = [(state.due, lane) for lane, state in self._lanes.items()
                if state.due is not None and state.due - now <= self.urgency_s]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from processors.common.batching import Shared
 from processors.lipsync.engines.base import (
     AUDIO_RATE,
     FPS,
@@ -16,10 +17,11 @@ from processors.lipsync.engines.base import (
     LipSyncEngine,
     RenderJob,
     VisemeMarks,
+    render_jobs,
 )
 from processors.lipsync.media import FragmentedMp4Writer
 from processors.lipsync.visemes import UnknownPhonemes, Viseme, unknown_phonemes, viseme_onsets
-from schemas.avatar import AvatarFaceData
+from schemas.avatar import AvatarFaceData, RgbFrame
 from schemas.session import SessionError, SessionEvent, VideoChunkMeta
 from schemas.speech import SpeechError, SpeechSegment
 
@@ -170,7 +172,17 @@ class LipSyncCore:
         self._closed: OrderedDict[str, None] = OrderedDict()  # finished, failed or interrupted
 
     def handle(self, segment: SpeechSegment, *, recovering: bool = False) -> Iterator[SessionEvent]:
-        """Chunks for one segment. ``recovering``: this worker may have crashed while handling it."""
+        """Chunks for one segment, rendered here. ``recovering``: this worker may have crashed while handling it."""
+        for step in self.steps(segment, recovering=recovering):
+            if isinstance(step, Shared):
+                step.resolve(self.render_batch([step.work])[0])
+            else:
+                yield step
+
+    def steps(self, segment: SpeechSegment, *, recovering: bool = False) -> Iterator[SessionEvent | Shared]:
+        """``handle`` with each chunk's render handed out before its chunk: a ``Shared`` piece whose work is the
+        RenderJob, to be resolved with its frames (by ``render_batch``, with other sessions' pieces) before the
+        iteration goes on."""
         meta = segment.meta
         if meta.request_id in self._closed:
             return  # a redelivery of a request already finished here
@@ -233,9 +245,16 @@ class LipSyncCore:
             self._streams.popitem(last=False)
         return stream
 
+    def render_batch(self, jobs: Sequence[RenderJob]) -> list[list[RgbFrame]]:
+        """Every job's frames through the engine in one call (one inference batch where the engine batches)."""
+        started = time.perf_counter()
+        frames = render_jobs(self.engine, jobs)
+        self.observe_stage("render", time.perf_counter() - started)
+        return frames
+
     def _render_segment(
         self, stream: _RequestStream, segment: SpeechSegment, avatar: AvatarFaceData
-    ) -> Iterator[SessionEvent]:
+    ) -> Iterator[SessionEvent | Shared]:
         meta = segment.meta
         samples_per_frame = stream.sample_rate // self.fps
         pcm = np.concatenate([stream.carry, np.frombuffer(segment.pcm16, dtype="<i2").astype(np.int16)])
@@ -270,7 +289,10 @@ class LipSyncCore:
             writer = self._writer(stream, avatar)
             # The rest of the segment's audio follows this chunk's: the chunk's audio can reach its video's end.
             upcoming = pcm[(offset + size) * samples_per_frame :]
-            data = self._encode(stream, writer, avatar, audio, upcoming, context, size, self._job_onsets(stream, size))
+            job = RenderJob(avatar, context, stream.frames_done, size, self._job_onsets(stream, size),
+                            history=stream.history)
+            images = (yield from _rendered(job)) if size else []
+            data = self._encode(writer, images, audio, upcoming)
             stream.history = _recent(stream.history, shown)
             if is_last:
                 data += writer.close()
@@ -343,20 +365,14 @@ class LipSyncCore:
             inside.insert(0, inside[0] - 1)  # the shape already going on when the window starts
         return tuple((stream.onsets[i][0] - origin, stream.onsets[i][1]) for i in inside)
 
-    def _encode(self, stream: _RequestStream, writer: FragmentedMp4Writer, avatar: AvatarFaceData,
-                audio: np.ndarray, upcoming: np.ndarray, context: np.ndarray, n_frames: int,
-                onsets: VisemeMarks | None) -> bytes:
-        """Render and encode one chunk: ``audio`` is its playback audio (``upcoming`` what follows it),
-        ``context`` its 16 kHz engine audio."""
-        if n_frames == 0:
+    def _encode(self, writer: FragmentedMp4Writer, frames: list[RgbFrame], audio: np.ndarray,
+                upcoming: np.ndarray) -> bytes:
+        """One chunk's fragment: its frames and ``audio``, its playback audio (``upcoming``: what follows it)."""
+        if not frames:
             return b""
         started = time.perf_counter()
-        job = RenderJob(avatar, context, stream.frames_done, n_frames, onsets, history=stream.history)
-        frames = self.engine.render(job)
-        rendered = time.perf_counter()
         data = writer.write(frames, audio, upcoming)
-        self.observe_stage("render", rendered - started)
-        self.observe_stage("encode", time.perf_counter() - rendered)
+        self.observe_stage("encode", time.perf_counter() - started)
         return data
 
     def _interrupted(self, segment: SpeechSegment) -> bool:
@@ -378,6 +394,14 @@ class LipSyncCore:
     @property
     def open_requests(self) -> int:
         return len(self._streams)
+
+
+def _rendered(job: RenderJob) -> Generator[Shared, None, list[RgbFrame]]:
+    """Hands the job out as a Shared piece and returns the frames it was resolved with."""
+    piece = Shared(job, size=job.n_frames)
+    yield piece
+    frames: list[RgbFrame] = piece.result()
+    return frames
 
 
 def _lipsync_audio(segment: SpeechSegment) -> np.ndarray:

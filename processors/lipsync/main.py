@@ -14,6 +14,7 @@ from infra.database import ensure_database, open_pool
 from infra.logging import bind_log_context, configure_logging
 from infra.settings import Settings, get_settings
 from processors.common import metrics
+from processors.common.batching import Shared
 from processors.common.control import ControlListener, InterruptRegistry
 from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing, run_until_stopped
 from processors.lipsync.avatar_cache import AvatarCache, InvalidationListener
@@ -49,6 +50,14 @@ def build_engine(settings: Settings) -> LipSyncEngine:
     metrics.MODEL_LOAD_SECONDS.labels(engine.name).set(load_s)
     log.info("lip-sync engine ready", extra={"engine": engine.name, "load_ms": round(1000 * load_s, 1), **details})
     return engine
+
+
+def batch_frames(settings: Settings, engine: LipSyncEngine) -> int:
+    """Frames per shared render (LIPSYNC_BATCH_FRAMES): by default the engine's own inference batch, and never less
+    than a chunk (the embedded engine has nothing to batch: one session's chunk per call)."""
+    if settings.lipsync_batch_frames:
+        return settings.lipsync_batch_frames
+    return max(settings.chunk_frames, int(getattr(engine, "batch_size", 0)))
 
 
 def load_estimator() -> VisemeEstimator:
@@ -97,6 +106,7 @@ class LipSyncProcessor:
         self.app = KafkaApp(
             settings, name="lipsync", input_topic=settings.kafka_speech_topic, handler=self.handle, engine=engine.name,
             status_fields=lambda: {"avatar_cache": self.cache.stats()},
+            batch=self.core.render_batch, max_batch=batch_frames(settings, engine),
         )
 
     def _load_avatar(self, avatar_id: str) -> AvatarFaceData:
@@ -109,15 +119,18 @@ class LipSyncProcessor:
             raise AvatarUnavailable(avatar_id, f"avatar '{avatar_id}' cannot be read with the configured "
                                                f"FACE_DATA_KEYS") from None
 
-    def handle(self, message: Inbound) -> Iterator[Outgoing]:
+    def handle(self, message: Inbound) -> Iterator[Outgoing | Shared]:
         segment = parse_segment(message.value)
         meta = segment.meta if isinstance(segment, SpeechSegment) else segment
         bind_log_context(request_id=meta.request_id, session_id=meta.session_id)
         topic = self.settings.session_topic(meta.session_id)
         session_key = meta.session_id.encode()
-        events = (self.core.handle(segment, recovering=message.recovering) if isinstance(segment, SpeechSegment)
+        events = (self.core.steps(segment, recovering=message.recovering) if isinstance(segment, SpeechSegment)
                   else self.core.fail(segment))
         for event in events:
+            if isinstance(event, Shared):  # a chunk's render: the app runs it with other sessions' (one engine call)
+                yield event
+                continue
             due = self.deadlines.next_due(event.meta, time.perf_counter())
             yield Outgoing(topic, session_key, event.to_kafka(), due=due)
 

@@ -145,3 +145,25 @@ def test_without_due_lanes_first_the_same_burst_freezes_the_first_session() -> N
     # sessions that started later run out of video before theirs.
     late, _ = _late_chunks_in_a_burst(urgency_s=float("-inf"))
     assert {seq for _, seq in late} == {1} and len(late) >= 2
+
+
+def test_a_shared_step_takes_in_the_started_lanes_due_by_its_horizon_earliest_first() -> None:
+    scheduler: LaneScheduler[str, str] = LaneScheduler(urgency_s=0.2)
+    for lane, due in (("a", 0.3), ("b", 0.9), ("c", 0.1), ("d", None)):
+        scheduler.add(lane, f"{lane}1")
+        scheduler.next(now=0.0)
+        scheduler.set_due(lane, due)
+    scheduler.add("e", "e1", due=0.05)  # new work: never a companion, its first step is its own
+    assert scheduler.due_by(0.5, besides="a") == ["c1"]
+    assert scheduler.due_by(1.0, besides="a") == ["c1", "b1"]
+    assert scheduler.due_by(1.0, besides="c") == ["a1", "b1"]
+
+
+def test_a_lane_stepped_in_another_lanes_shared_step_takes_its_next_turn_last() -> None:
+    scheduler: LaneScheduler[str, str] = LaneScheduler()
+    for lane in "abc":
+        scheduler.add(lane, f"{lane}1")
+        scheduler.next()
+    assert scheduler.next() == "a1"
+    scheduler.had_turn("b")  # b's chunk was rendered with a's
+    assert [scheduler.next(), scheduler.next(), scheduler.next()] == ["c1", "a1", "b1"]

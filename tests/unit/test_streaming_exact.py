@@ -19,6 +19,7 @@ import numpy.typing as npt
 import onnx
 import pytest
 
+from processors.common.batching import Shared, run_shared
 from processors.lipsync.articulation import (
     BLEND_HALF_S,
     CLOSE_LEAD_S,
@@ -312,3 +313,79 @@ def test_held_back_frames_survive_a_worker_taking_over(crash_after: int) -> None
     assert [m.seq for m in metas] == list(range(len(metas)))
     assert metas[0].pts_ms == 0 and [m.pts_ms for m in metas[1:]] == [m.pts_ms + m.duration_ms for m in metas[:-1]]
     assert metas[-1].is_last and sum(m.duration_ms for m in metas) == FRAMES * 40
+
+
+class BatchCounter:
+    """An engine that renders jobs in batches through ``engine`` and keeps how many jobs each call served."""
+
+    def __init__(self, engine: LipSyncEngine) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.lookahead_frames = int(getattr(engine, "lookahead_frames", 0))
+        self.calls: list[int] = []
+
+    def render(self, job: RenderJob) -> list[RgbFrame]:
+        return self.render_many([job])[0]
+
+    def render_many(self, jobs: Sequence[RenderJob]) -> list[list[RgbFrame]]:
+        self.calls.append(len(jobs))
+        render_many = getattr(self.engine, "render_many", None)
+        return render_many(jobs) if render_many else [self.engine.render(job) for job in jobs]
+
+
+def as_session(request: Request, name: str) -> Request:
+    """The same request said in another session (another request id)."""
+    segments = tuple(SpeechSegment(s.meta.model_copy(update={"request_id": f"req-{name}", "session_id": name}),
+                                   s.pcm16, s.lipsync_pcm16) for s in request.segments)
+    return Request(segments, request.audio, request.visemes)
+
+
+def chunks_alone(engine: LipSyncEngine, avatar: AvatarFaceData, request: Request) -> list[bytes]:
+    core = LipSyncCore(engine, lambda _id: avatar, chunk_frames=12, first_chunk_frames=6)
+    return [event.payload for segment in request.segments for event in core.handle(segment)]
+
+
+def chunks_in_shared_steps(engine: BatchCounter, avatar: AvatarFaceData,
+                           requests: Sequence[Request]) -> list[list[bytes]]:
+    """The requests' segments stepped side by side, as the app steps lanes: every chunk's render of all requests
+    that have one pending goes through one ``render_batch`` call."""
+    core = LipSyncCore(engine, lambda _id: avatar, chunk_frames=12, first_chunk_frames=6)
+    queues = [list(request.segments) for request in requests]
+    steps: list[Any] = [None] * len(requests)
+    chunks: list[list[bytes]] = [[] for _ in requests]
+    while any(queues) or any(step is not None for step in steps):
+        pending = []
+        for index, queue in enumerate(queues):
+            while True:
+                if steps[index] is None:
+                    if not queue:
+                        break
+                    steps[index] = core.steps(queue.pop(0))
+                item = next(steps[index], None)
+                if item is None:
+                    steps[index] = None
+                    continue
+                if isinstance(item, Shared):
+                    pending.append(item)
+                    break
+                chunks[index].append(item.payload)
+        if pending:
+            run_shared(core.render_batch, pending)
+    return chunks
+
+
+@pytest.mark.parametrize("engine_kind", ["wav2lip", "embedded"])
+def test_sessions_rendered_together_in_shared_steps_get_the_chunks_each_gets_alone(
+        wav2lip: Wav2LipEngine, engine_kind: str) -> None:
+    """The batching step's promise: one engine call serves several sessions' next chunks, and what each session
+    receives is byte for byte what it receives rendered alone (its own mel windows, history, poses)."""
+    avatar = astronaut_photo()
+    requests = [as_session(make_request((40, 35)), "a"), as_session(make_request((9, 31, 35)), "b"),
+                as_session(make_request((75,)), "c")]
+    base: LipSyncEngine = wav2lip if engine_kind == "wav2lip" else EmbeddedEngine()
+    alone = [chunks_alone(base, avatar, request) for request in requests]
+    counter = BatchCounter(base)
+    together = chunks_in_shared_steps(counter, avatar, requests)
+    assert max(counter.calls) == 3, "the three sessions' chunks were rendered in shared calls"
+    for name, own, shared in zip("abc", alone, together, strict=True):
+        assert len(shared) == len(own) and shared == own, f"session {name}'s chunks differ when batched"
