@@ -24,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from processors.lipsync.core import HISTORY_SAMPLES, to_engine_audio
+from processors.lipsync.core import (
+    ESTIMATE_CONTEXT_SAMPLES,
+    HISTORY_SAMPLES,
+    OnsetEstimator,
+    estimate_in_context,
+    to_engine_audio,
+)
 from processors.lipsync.engines.base import LipSyncEngine, RenderJob, render_jobs
 from schemas.avatar import AvatarFaceData, RgbFrame
 
@@ -130,7 +136,11 @@ class VideoGenerator:
         fps: int = 25,
         frames_per_render: int = DEFAULT_FRAMES_PER_RENDER,
         idle_frames: bool = False,
+        estimate_onsets: OnsetEstimator | None = None,
     ) -> None:
+        """``estimate_onsets`` (the audio → viseme estimator's ``estimate``): pushed speech carries no phoneme
+        timings, so with it each job's mouth articulates the visemes heard in its audio; without it the mouth
+        follows the loudness."""
         if sample_rate % fps:
             raise ValueError(f"sample_rate {sample_rate} is not a whole number of samples per frame at {fps} fps")
         if frames_per_render < 1:
@@ -142,6 +152,7 @@ class VideoGenerator:
         self.samples_per_frame = sample_rate // fps
         self.frames_per_render = frames_per_render
         self.idle_frames = idle_frames
+        self.estimate_onsets = estimate_onsets
         # Audio after a job's last frame that the engine's output depends on (Wav2Lip's mel window
         # reaches 0.2 s ahead); a job waits for it, so its last frames are not drawn from a cut window.
         self.lookahead_frames = int(getattr(self.renderer.engine, "lookahead_frames", 0))
@@ -153,6 +164,8 @@ class VideoGenerator:
         self._next_index = 0
         # 16 kHz audio of the last frames handed to the queue: the next job's history
         self._history: npt.NDArray[np.float32] = np.zeros(0, np.float32)
+        # the same, longer: what the estimator hears before a job (as the lip-sync core gives it)
+        self._heard: npt.NDArray[np.float32] = np.zeros(0, np.float32)
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -188,6 +201,7 @@ class VideoGenerator:
         self._in_segment = False
         # The dropped frames' audio was never heard; what came before them is not worth tracking back to.
         self._history = np.zeros(0, np.float32)
+        self._heard = np.zeros(0, np.float32)
         self._ready.append(AudioSegmentEnd(interrupted=True))
         self._wake.set()
 
@@ -234,7 +248,7 @@ class VideoGenerator:
         # The engine also hears what follows the job (up to its look-ahead, never past the utterance).
         limit = self._segment_ends[0] if self._segment_ends else self._pending.shape[0]
         ahead = self._pending[take : max(take, min(limit, take + self.lookahead_frames * self.samples_per_frame))]
-        frames = await self._render(np.concatenate([pcm, ahead]), n_frames)
+        frames = await self._render(np.concatenate([pcm, ahead]), n_frames, articulate=True)
         if generation != self._generation:
             return  # cleared while rendering: these frames belong to dropped speech
         self._consume(real)
@@ -257,9 +271,12 @@ class VideoGenerator:
             if generation == self._generation and not self._pending.size:
                 self._queue_frames(frames, silence, idle=True)
 
-    async def _render(self, pcm: Pcm16, n_frames: int) -> list[RgbFrame]:
-        job = RenderJob(self.avatar, to_engine_audio(pcm, self.sample_rate), self._next_index, n_frames,
-                        history=self._history)
+    async def _render(self, pcm: Pcm16, n_frames: int, *, articulate: bool = False) -> list[RgbFrame]:
+        audio = to_engine_audio(pcm, self.sample_rate)
+        visemes = None
+        if articulate and self.estimate_onsets is not None:
+            visemes = tuple(estimate_in_context(self.estimate_onsets, self._heard, audio))
+        job = RenderJob(self.avatar, audio, self._next_index, n_frames, visemes, history=self._history)
         return await self.renderer.render(job)
 
     def _consume(self, samples: int) -> None:
@@ -274,3 +291,5 @@ class VideoGenerator:
         self._next_index += len(frames)
         shown = to_engine_audio(pcm[: len(frames) * self.samples_per_frame], self.sample_rate)
         self._history = np.concatenate([self._history, shown])[-HISTORY_SAMPLES:]
+        if not idle:
+            self._heard = np.concatenate([self._heard, shown])[-ESTIMATE_CONTEXT_SAMPLES:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import AsyncIterator, Sequence
 
@@ -187,3 +188,51 @@ async def test_bad_audio_is_refused_with_a_clear_error() -> None:
         await generator.push_audio(np.zeros(640, np.float32))
     with pytest.raises(ValueError, match="whole number of samples per frame"):
         VideoGenerator(EmbeddedEngine(), astronaut_photo(), sample_rate=16_000, fps=30)
+
+
+class TrackingEngine(EmbeddedEngine):
+    """The embedded engine, keeping each job's mouth poses in the order rendered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.presses: list[float] = []
+
+    def render(self, job: RenderJob) -> list[RgbFrame]:
+        self.presses += [float(p) for p in self.track(job).press]
+        return super().render(job)
+
+
+def bilabial_middles_s(text: str) -> tuple[npt.NDArray[np.int16], list[float]]:
+    """espeak-ng's speech of ``text`` at 16 kHz and the middle (s) of each p/b/m it says it spoke."""
+    from processors.tts.engines.espeak import EspeakEngine
+
+    speech = EspeakEngine().synthesize(text, "en")
+    marks = [(start / speech.sample_rate, name) for start, name in speech.phonemes]
+    middles = [(start + end) / 2 for (start, name), (end, _) in itertools.pairwise(marks)
+               if name in ("p", "b", "m")]
+    count = round(len(speech.pcm) * RATE / speech.sample_rate)
+    resampled = np.interp(np.arange(count) * speech.sample_rate / RATE, np.arange(len(speech.pcm)), speech.pcm)
+    return resampled.astype(np.int16), middles
+
+
+@pytest.mark.parametrize("estimated", [True, False], ids=["with-estimator", "loudness-only"])
+async def test_pushed_speech_closes_the_lips_on_bilabials_with_the_estimator(estimated: bool) -> None:
+    """Pushed audio has no phoneme timings; with the estimator the mouth still says them (p b m pressed shut),
+    without it the mouth only follows the loudness and never presses."""
+    from processors.lipsync.viseme_estimator import VisemeEstimator
+
+    speech, middles = bilabial_middles_s("Bob and Mom moved the blue boots. My baby picks purple plums.")
+    engine = TrackingEngine()
+    estimate = VisemeEstimator.load().estimate if estimated else None
+    generator = VideoGenerator(engine, astronaut_photo(), estimate_onsets=estimate)
+    stream = aiter(generator)
+    for piece in np.array_split(speech, 12):  # 100-200 ms pieces, as an agent's TTS sends them
+        await generator.push_audio(piece)
+    await generator.push_audio(AudioSegmentEnd())
+    await until_end(stream)
+    pressed = [max(engine.presses[max(0, round(t * 25) - 1) : round(t * 25) + 2]) > 0.5 for t in middles]
+    assert len(middles) >= 12
+    if estimated:
+        assert sum(pressed) / len(pressed) >= 0.8, pressed
+    else:
+        assert not any(pressed)
