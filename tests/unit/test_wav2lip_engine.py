@@ -642,3 +642,14 @@ async def test_video_generator_waits_for_the_engines_look_ahead_before_rendering
     for got, want in zip(frames, expected, strict=True):
         assert isinstance(got, AvatarFrame)
         assert np.abs(got.image.astype(int) - want).max() <= 1
+
+
+def test_io_binding_runs_the_model_to_the_same_frames_as_plain_runs(slim_model: Path, engine: Wav2LipEngine) -> None:
+    """The CUDA provider's path (I/O binding, output buffers kept per batch size) runs here on the CPU device: the
+    same code, the same frames; a short last batch reuses nothing of the full one's buffer."""
+    bound = Wav2LipEngine(slim_model, batch_size=8, threads=1, io_binding=True)
+    assert bound.io_binding and not engine.io_binding and bound.device == "cpu"
+    photo = astronaut_photo()
+    for job in (speech_job(photo, 0, 12), speech_job(photo, 3, 5), speech_job(photo, 0, 12)):
+        for a, b in zip(bound.render(job), engine.render(job), strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -19,6 +19,7 @@ inputs depend only on the avatar frame, so they are made once per frame and cach
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,7 +126,10 @@ class Wav2LipEngine:
         use_gpu: bool = True,
         gpu_memory_limit: int = 0,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        io_binding: bool | None = None,
     ) -> None:
+        """``io_binding``: run through ONNX Runtime's I/O binding, the output in a buffer kept on the model's device
+        per batch size (None: on the CUDA provider, where it saves a device allocation and a copy per call)."""
         if batch_size < 0:
             raise ValueError(f"batch_size must be >= 0 (0 = calibrate), got {batch_size}")
         self.model_path = Path(model_path)
@@ -134,6 +138,10 @@ class Wav2LipEngine:
                                     gpu_memory_limit=gpu_memory_limit)
         self.signature = check_signature(self.session, self.model_path)
         self.provider = self.session.get_providers()[0]
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+        # batch size → its output buffer on the device (I/O binding), per thread: the engine is shared by threads
+        self._buffers = threading.local()
         self._plans: BoundedCache[PlanKey, FacePlan] = BoundedCache(cache_bytes)
         self.calibration: dict[int, float] = {}  # seconds per frame by batch size, when calibrated
         self.batch_size = self._choose_batch_size(batch_size)
@@ -237,9 +245,26 @@ class Wav2LipEngine:
         if fixed is not None and count < fixed:  # a fixed-batch export needs its last batch padded
             mel = np.concatenate([mel, np.zeros((fixed - count, *MEL_SHAPE), np.float32)])
             face = np.concatenate([face, np.zeros((fixed - count, *FACE_SHAPE), np.float32)])
+        if self.io_binding:
+            return self._run_bound(mel, face)[:count]
         feeds = {self.signature.mel_input: mel, self.signature.face_input: face}
         (result,) = self.session.run([self.signature.output], feeds)
         return np.asarray(result[:count], dtype=np.float32)
+
+    def _run_bound(self, mel: FloatArray, face: FloatArray) -> FloatArray:
+        """One run through I/O binding: inputs copied to the device once, the output written into its buffer."""
+        batch = mel.shape[0]
+        outputs: dict[int, ort.OrtValue] = self._buffers.__dict__.setdefault("outputs", {})
+        output = outputs.get(batch)
+        if output is None:
+            output = outputs[batch] = ort.OrtValue.ortvalue_from_shape_and_type((batch, *OUTPUT_SHAPE), np.float32,
+                                                                                self.device, 0)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.signature.mel_input, np.ascontiguousarray(mel, dtype=np.float32))
+        binding.bind_cpu_input(self.signature.face_input, np.ascontiguousarray(face, dtype=np.float32))
+        binding.bind_ortvalue_output(self.signature.output, output)
+        self.session.run_with_iobinding(binding)
+        return np.array(output.numpy(), dtype=np.float32)
 
     def _choose_batch_size(self, requested: int) -> int:
         fixed = self.signature.fixed_batch
