@@ -70,7 +70,24 @@ FIRST_OUTPUT_BUDGET_S = 0.5
 # A shared step takes in the lanes due within this: about a chunk's playing time, so on a busy GPU every session's
 # next chunk joins one call, while a lane due later waits for a later step.
 DEFAULT_BATCH_HORIZON_S = 0.5
+# How long before its due time a lane's output must be out, beyond the steps ahead of it: Kafka, the gateway
+# and the client's network (the scheduler charges the render itself as the running mean of a step).
+DELIVERY_MARGIN_S = 0.1
+STEP_COST_WEIGHT = 0.1  # of the newest step in the running mean: about the last ten steps count
 Lane = tuple[int, bytes | None]  # partition and key: one session's messages, handled one after another
+
+
+class StepCost:
+    """Running mean of the seconds one output takes, for the scheduler's deadline check."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def add(self, elapsed: float, outputs: int) -> float:
+        per_output = elapsed / max(outputs, 1)
+        self.seconds = per_output if self.seconds == 0.0 else (
+            (1 - STEP_COST_WEIGHT) * self.seconds + STEP_COST_WEIGHT * per_output)
+        return self.seconds
 
 
 def _lane(message: Message) -> Lane:
@@ -122,7 +139,8 @@ class KafkaApp:
         self.batch_horizon_s = batch_horizon_s
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self._last_heartbeat = 0.0
-        self._jobs: LaneScheduler[Lane, _Job] = LaneScheduler()
+        self._jobs: LaneScheduler[Lane, _Job] = LaneScheduler(urgency_s=DELIVERY_MARGIN_S)
+        self._step_cost = StepCost()
         self._commits = CommitPoints()
         self._paused: set[int] = set()
 
@@ -230,6 +248,7 @@ class KafkaApp:
         starting = job.outputs is None
         piece = self._run(job, share=True)
         if piece is None:
+            self._jobs.set_step_cost(self._step_cost.add(time.perf_counter() - now, outputs=1))
             return
         batch = [(job, piece)]
         if not starting:
@@ -237,6 +256,7 @@ class KafkaApp:
         self._run_batch([member for _, member in batch])
         for member, _ in batch:
             self._run(member, share=False)
+        self._jobs.set_step_cost(self._step_cost.add(time.perf_counter() - now, outputs=len(batch)))
 
     def _companions(self, primary: _Job, room: int, now: float) -> list[tuple[_Job, Shared]]:
         """Pieces of other due lanes to run with ``primary``'s: while there is room (the last may overfill it)."""

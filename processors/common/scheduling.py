@@ -8,10 +8,11 @@ and a message that has produced nothing yet goes first: a new request's first ch
 of each other busy session.
 
 Unless a lane is due. A lane can say when its next output must be out (``set_due``: for a lip-sync session,
-when the chunk the client is playing runs out); one due within ``urgency_s`` goes before new work, earliest
-first. When many requests start at once, their first chunks would otherwise all go before the second chunk of
-the session that started first, and its video would freeze: a first chunk a chunk's render later is the
-smaller harm.
+when the chunk the client is playing runs out); new work goes first only if, one step each (``set_step_cost``),
+every due lane can still be served ``urgency_s`` before its deadline; otherwise the earliest due goes now.
+When many requests start at once, their first chunks would otherwise all go before the second chunk of the
+session that started first, and its video would freeze: a first chunk a chunk's render later is the smaller
+harm. Knowing the step cost, new work waits only when the due lanes really need the time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class LaneScheduler[L: Hashable, J]:
 
     def __init__(self, urgency_s: float = 0.2) -> None:
         self.urgency_s = urgency_s
+        self.step_cost_s = 0.0  # what one step is expected to take (set_step_cost)
         self._lanes: dict[L, _Lane[J]] = {}
         self._turns: deque[L] = deque()  # lanes with an active job, in turn order
         self._fresh: deque[L] = deque()  # lanes whose active job has not been stepped yet
@@ -54,21 +56,42 @@ class LaneScheduler[L: Hashable, J]:
         if state is not None:
             state.due = due
 
+    def set_step_cost(self, seconds: float) -> None:
+        """What one step is expected to take (the app's running mean): the deadline check charges it per step."""
+        self.step_cost_s = max(0.0, seconds)
+
     def next(self, now: float = 0.0) -> J | None:
-        """The job to advance at ``now``, or None when there is no work."""
-        urgent = self._most_urgent(now)
-        if urgent is not None:
-            lane = urgent
-            self._forget_turn(lane)
-        elif self._fresh:
-            lane = self._fresh.popleft()
-            self._turns.remove(lane)
+        """The job to advance at ``now``, or None when there is no work.
+
+        New work first, then busy lanes in turn, unless that would make a lane late: serving the chosen lane
+        and then every lane with a deadline, earliest first, one step each, must leave each of them at least
+        ``urgency_s`` before its due time; if not, the earliest due lane goes now. With the step cost unknown
+        (0), this is "a lane due within ``urgency_s`` goes first"; knowing it, new work is put off only when
+        the due lanes really need the time."""
+        if self._fresh:
+            lane = self._fresh[0]
         elif self._turns:
-            lane = self._turns.popleft()
+            lane = self._turns[0]
         else:
             return None
+        if not self._keeps_deadlines(lane, now):
+            lane = self._earliest_due()
+        self._forget_turn(lane)
         self._turns.append(lane)  # its next turn comes after every other busy lane's
         return self._lanes[lane].active
+
+    def _keeps_deadlines(self, first: L, now: float) -> bool:
+        done = now + self.step_cost_s
+        for due, _lane in sorted(((state.due, lane) for lane, state in self._lanes.items()
+                                  if lane != first and state.due is not None), key=lambda pair: pair[0]):
+            done += self.step_cost_s
+            if due - done < self.urgency_s:
+                return False
+        return True
+
+    def _earliest_due(self) -> L:
+        return min(((state.due, lane) for lane, state in self._lanes.items() if state.due is not None),
+                   key=lambda pair: pair[0])[1]
 
     def due_by(self, before: float, besides: L) -> list[J]:
         """The started jobs of lanes other than ``besides`` whose next output is due by ``before``, earliest first:
@@ -83,11 +106,6 @@ class LaneScheduler[L: Hashable, J]:
         if lane in self._lanes:
             self._forget_turn(lane)
             self._turns.append(lane)
-
-    def _most_urgent(self, now: float) -> L | None:
-        due = [(state.due, lane) for lane, state in self._lanes.items()
-               if state.due is not None and state.due - now <= self.urgency_s]
-        return min(due, key=lambda pair: pair[0])[1] if due else None
 
     def finish(self, lane: L) -> None:
         """The lane's active job is done; its next waiting job (if any) becomes active."""

@@ -110,11 +110,13 @@ def test_new_work_past_its_own_due_is_not_put_off_behind_busy_lanes_for_ever() -
     assert scheduler.next(now=0.45) == "b1", "b's first output was due at 0.5, before a's next"
 
 
-def _late_chunks_in_a_burst(urgency_s: float) -> tuple[list[tuple[str, int]], float]:
+def _late_chunks_in_a_burst(urgency_s: float, known_cost: bool = False) -> tuple[list[tuple[str, int]], float]:
     """Eight requests arrive at once; a chunk takes 50 ms to render, a first chunk plays 0.4 s, the others
     0.48 s. Returns the (session, seq) sent after the client ran out of video, and the last first chunk's time."""
     render_s, first_s, chunk_s = 0.05, 0.4, 0.48
     scheduler: LaneScheduler[str, str] = LaneScheduler(urgency_s=urgency_s)
+    if known_cost:
+        scheduler.set_step_cost(render_s)
     for session in range(8):
         scheduler.add(f"s{session}", f"s{session}", due=1.0)
     now = 0.0
@@ -167,3 +169,28 @@ def test_a_lane_stepped_in_another_lanes_shared_step_takes_its_next_turn_last() 
     assert scheduler.next() == "a1"
     scheduler.had_turn("b")  # b's chunk was rendered with a's
     assert [scheduler.next(), scheduler.next(), scheduler.next()] == ["c1", "a1", "b1"]
+
+
+def test_knowing_the_step_cost_new_work_goes_first_while_every_due_lane_stays_on_time() -> None:
+    def scheduler_at(cost: float) -> LaneScheduler[str, str]:
+        scheduler: LaneScheduler[str, str] = LaneScheduler(urgency_s=0.2)
+        for lane, due in (("a", 0.5), ("b", 0.55), ("c", 0.65)):
+            scheduler.add(lane, f"{lane}1")
+            scheduler.next(now=0.0)
+            scheduler.set_due(lane, due)
+        scheduler.set_step_cost(cost)
+        scheduler.add("n", "n1", due=0.5)
+        return scheduler
+
+    # n, then a, b, c at 0.1 s a step: c done at 0.4, 0.25 s before its due: all on time, new work first.
+    assert scheduler_at(0.1).next(now=0.0) == "n1"
+    # At 0.15 s a step, b would be done 0.1 s before its due: too tight, the earliest due goes first.
+    assert scheduler_at(0.15).next(now=0.0) == "a1"
+
+
+def test_the_burst_keeps_every_video_running_with_the_step_cost_known_and_first_chunks_come_sooner() -> None:
+    """Knowing the cost, the margin is only delivery's (0.1 s), not delivery plus a render (0.2 s)."""
+    late_unknown, last_first_unknown = _late_chunks_in_a_burst(urgency_s=0.2)
+    late_known, last_first_known = _late_chunks_in_a_burst(urgency_s=0.1, known_cost=True)
+    assert late_known == [] == late_unknown
+    assert last_first_known <= last_first_unknown
