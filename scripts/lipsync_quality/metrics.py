@@ -8,10 +8,9 @@ Every figure is a contrast, so no output that ignores the timings can max it:
   in "fātemeh mimānand" no neighbour of the m's reads parted however well the mouth moves;
 * rounding: mean width on rounded vowels over mean width on spread ones (a still mouth scores 1);
 * labiodental: the lower lip at the f/v's middle frame is higher than at the more open neighbouring
-  vowel by the calibrated raise (a still mouth never raises it). It cannot tell an f from an m: the line
-  of upper teeth on the lower lip is a pixel or two high and dlib reads it as shut, so a mouth that
-  shuts on every consonant passes it; the bilabial figure does not catch that either (left to do: a
-  pixel test for teeth between the lips);
+  vowel by the calibrated raise (a still mouth never raises it), *and* the lips are not shut there: the
+  upper teeth show above the lower lip, so dlib reads the inner lips a little apart (above ``closed``),
+  where on an m they meet. A mouth that shuts on every consonant raises the lip but shuts it, and fails;
 * silence: pause frames at rest, scored only when the mouth speaks at all (opens on at least
   ``SPEAKS_SHARE`` of the open vowels), since a mouth that never opens "rests" in every pause;
 * timing: the lag of best alignment with the truth opening (``timing``), with the correlation there;
@@ -167,7 +166,8 @@ def score_clip(
                 # Against the more open neighbour: the lip rises from the vowel beside it (next to a close
                 # vowel like i the lip is already high, and the movement shows on the other side).
                 around = max(float(track.lower_lip[at(v.middle)]) for v in neighbours)
-                score.labiodental.add(around - float(track.lower_lip[middle]) >= thresholds.raised)
+                raised = around - float(track.lower_lip[middle]) >= thresholds.raised
+                score.labiodental.add(raised and bool(track.opening[middle] > thresholds.closed))
         elif phone.kind is Phonetic.OPEN_VOWEL:
             score.open_vowels.add(bool(track.opening[middle] >= thresholds.parted))
         if phone.kind is Phonetic.ROUNDED:

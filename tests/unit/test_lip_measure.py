@@ -2,7 +2,8 @@
 
 Known good: frames whose mouth is built from the TTS's own phoneme timings (``reference``: lips shut on
 p/b/m, lower lip to the teeth on f/v, rounded and spread vowels, shut in pauses). Known bad: a mouth held
-half open, a mouth always shut, the same good mouth 200 ms late, and today's loudness-driven engine.
+half open, a mouth always shut, one shut on every consonant, the same good mouth 200 ms late, and the
+loudness-driven engine.
 Every figure is shown failing on some trivially wrong output, so none can be maxed without the timings.
 """
 
@@ -146,6 +147,28 @@ def test_a_mouth_that_never_opens_fails_every_figure_though_it_is_shut_on_every_
     assert score.silence == 0.0  # it "rests" in every pause because it never speaks
     assert score.rounding == pytest.approx(1.0, abs=0.02)
     assert not timing_passes(*timing(score))
+
+
+def shut_on_every_consonant(language: str) -> list[np.ndarray]:
+    """The good mouth, except that every consonant (f and v too) is said with the lips shut, as for an m."""
+    images, _ = sample()
+    utt = utterance(language)
+    consonants = (Phonetic.BILABIAL, Phonetic.LABIODENTAL, Phonetic.CONSONANT)
+    frames = []
+    for index in range(frames_of(utt)):
+        moment = (index + 0.5) / FPS
+        kind = next((phone.kind for phone in utt.phones if phone.start <= moment < phone.end), None)
+        frames.append(images.closed if kind in consonants else reference.reference_frame(images, kind))
+    return frames
+
+
+@pytest.mark.parametrize("language", ["en", "fa"])
+def test_a_mouth_that_shuts_on_every_consonant_fails_the_labiodental_figure(language: str) -> None:
+    """It closes on every p/b/m and raises the lower lip on every f/v, but an f said as an m shows no teeth."""
+    score = scored(shut_on_every_consonant(language), utterance(language))
+    assert score.bilabial.share >= TARGET_BILABIAL  # the bilabials alone cannot tell
+    assert score.labiodental.judged >= 2
+    assert score.labiodental.share == 0.0
 
 
 @pytest.mark.parametrize("language", ["en", "fa"])
