@@ -185,6 +185,20 @@ async def cache_status(_who: Caller, running: Running) -> dict[str, Any]:
     }
 
 
+@router.get("/avatar/voices", summary="The voices a request or an avatar may name, as the TTS processors announce them")
+async def voices(_who: Caller, running: Running, tts: str | None = None, language: str | None = None) -> dict[str, Any]:
+    """Every live TTS processor's voices (its heartbeats carry them), each (backend, voice) once; optionally of
+    one backend (`tts`) or one language (`language`: fa, en). A request names one with `tts` and `voice`."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    processors = running.status.live("tts")
+    for status in processors:
+        for entry in status.voices:
+            seen.setdefault((entry.tts, entry.voice), entry.model_dump())
+    listed = [entry for entry in seen.values() if (tts is None or entry["tts"] == tts)
+              and (language is None or language in entry["languages"])]
+    return {"voices": listed, "count": len(listed), "tts_processors": len(processors)}
+
+
 async def visible_record(avatar_id: str, who: Principal, running: Services) -> AvatarRecord:
     """The avatar if the caller may use it; 404 alike for a missing avatar and another user's."""
     try:
