@@ -232,6 +232,20 @@ def test_url_inside_persian_text_is_an_english_piece_that_says_only_the_domain()
     assert pieces[1].spoken == "example dot com"
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ("مقاله را در https://fa.wikipedia.org/wiki/تهران بخوانید.", "fa dot wikipedia dot org"),
+    ("اخبار را از www.isna.ir/news/۱۴۰۲ دنبال کنید.", "isna dot ir"),
+    ("سؤالات خود را به info@shahr-bank.ir بفرستید.", "info at shahr dash bank dot ir"),
+    ("ایمیل من ali.rezaei@example.com است.", "ali dot rezaei at example dot com"),
+])
+def test_a_url_or_e_mail_in_a_persian_request_is_an_english_run_even_with_a_persian_path(text: str,
+                                                                                         said: str) -> None:
+    for language in (None, "fa"):  # detected, or the request says Persian: the address is English either way
+        pieces = plan_speech(text, language, first_max_chars=200)
+        assert [piece.language for piece in pieces] == ["fa", "en", "fa"]
+        assert pieces[1].spoken == said
+
+
 def test_url_at_the_end_of_a_sentence_leaves_the_full_stop_outside_the_address() -> None:
     assert spoken_of("Read more at example.org.") == "Read more at example dot org."
 
@@ -420,8 +434,13 @@ def test_a_count_before_a_month_name_that_is_also_a_word_stays_a_count() -> None
     ("text", "said"),
     [
         ("We met on January 5, 2024.", "We met on January fifth, twenty twenty-four."),
-        ("It opens 12 March.", "It opens twelfth March."),
+        ("It opens 12 March.", "It opens the twelfth of March."),
         ("May I bring 5 friends?", "May I bring five friends?"),
+        ("The meeting is on Jan 5, 2024.", "The meeting is on January fifth, twenty twenty-four."),
+        ("Due Sept 1 and Dec. 25, 1999.", "Due September first and December twenty-fifth, nineteen ninety-nine."),
+        ("On 5 Jan we left.", "On the fifth of January we left."),
+        ("Open Mar 3-5.", "Open March third to fifth."),
+        ("Jan said hi to 5 people.", "Jan said hi to five people."),
     ],
 )
 def test_english_days_next_to_a_month_are_ordinals_and_other_numbers_are_not(text: str, said: str) -> None:

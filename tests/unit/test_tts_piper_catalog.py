@@ -174,3 +174,11 @@ def test_a_catalog_with_persian_and_english_needs_no_espeak_and_lists_every_voic
     assert engines.names == ["piper"], "piper speaks both languages: no espeak-ng fallback is added"
     listed = {(entry.tts, entry.voice, tuple(entry.languages)) for entry in engines.voice_list()}
     assert {("piper", "fa_IR-amir-medium", ("fa",)), ("piper", "en_US-lessac-medium", ("en",))} <= listed
+
+
+def test_a_url_in_a_persian_sentence_is_said_by_the_english_voice(engine: PiperEngine) -> None:
+    segments = spoken(engine, TextRequest(session_id="s", avatar_id="a", tts="piper", language="fa",
+                                          text="مقاله را در https://fa.wikipedia.org/wiki/تهران بخوانید."))
+    assert [(s.meta.voice, s.meta.spoken) for s in segments] == [
+        ("fa_IR-amir-medium", "مقاله را در"), ("en_US-lessac-medium", "fa dot wikipedia dot org"),
+        ("fa_IR-amir-medium", "بخوانید.")]

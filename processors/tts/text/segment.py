@@ -22,7 +22,7 @@ CONJUNCTIONS = frozenset(
 _SHORTEST_PHRASE_SHARE = 3
 # Closing quotes and brackets belong to the sentence they close: a cut goes after them, not before.
 _CLOSERS = frozenset("»)]}\"'”’›")
-_NUMBER_KINDS = frozenset({TokenKind.NUMBER, TokenKind.ORDINAL, TokenKind.DAY})
+_NUMBER_KINDS = frozenset({TokenKind.NUMBER, TokenKind.ORDINAL, TokenKind.DAY, TokenKind.DAY_BEFORE_MONTH})
 
 
 class Boundary(IntEnum):
