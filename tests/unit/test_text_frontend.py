@@ -59,9 +59,11 @@ def test_words_already_written_with_zwnj_are_kept_whole() -> None:
     assert piece.display == text
 
 
-def test_diacritics_and_kashida_are_removed() -> None:
+def test_kashida_and_shadda_are_removed_and_vowel_marks_kept_for_the_voice() -> None:
     [piece] = plan_speech("حَذفِ اِعراب در متنِ فارسی لازم اســـت.")
-    assert piece.display == "حذف اعراب در متن فارسی لازم است."
+    assert piece.spoken == piece.display == "حَذفِ اِعراب در متنِ فارسی لازم است."
+    [named] = plan_speech("مُحَمَّد آمد.")
+    assert named.spoken == "مُحَمَد آمد.", "espeak-ng would say the shadda as the word 'tashdid'"
 
 
 def test_spaces_before_persian_punctuation_are_removed_and_the_punctuation_kept() -> None:
