@@ -108,7 +108,8 @@ def test_the_openapi_document_describes_the_endpoint_its_body_and_its_errors(sta
     operation = spec["paths"]["/avatar/process"]["post"]
     assert operation["summary"]
     bodies = operation["requestBody"]["content"]
-    assert set(bodies["application/json"]["schema"]["properties"]) == {"text", "avatar_id", "language", "tts", "voice"}
+    assert set(bodies["application/json"]["schema"]["properties"]) == {"text", "avatar_id", "language", "tts", "voice",
+                                                                        "rate"}
     assert set(bodies["multipart/form-data"]["schema"]["required"]) == {"file", "avatar_id"}, "an audio file"
     assert "video/mp4" in operation["responses"]["200"]["content"]
     for status in ("401", "404", "413", "422", "429", "502", "503", "504"):
