@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from infra.settings import Settings
 from processors.tts.core import TtsCore
@@ -182,3 +184,13 @@ def test_a_url_in_a_persian_sentence_is_said_by_the_english_voice(engine: PiperE
     assert [(s.meta.voice, s.meta.spoken) for s in segments] == [
         ("fa_IR-amir-medium", "مقاله را در"), ("en_US-lessac-medium", "fa dot wikipedia dot org"),
         ("fa_IR-amir-medium", "بخوانید.")]
+
+
+def test_a_voice_whose_graph_does_not_take_pipers_inputs_stops_start_up(tmp_path: Path) -> None:
+    model = build_voice(tmp_path / "voices", "fa_IR", "odd")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["output"])], "not_piper",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [3])])
+    onnx.save(helper.make_model(graph), str(model))
+    with pytest.raises(EngineConfigError, match=r"fa_IR-odd-medium\.onnx does not run"):
+        build_piper(tmp_path / "voices", None, defaults={}, threads=1, cache_dir=None, packaged=False)

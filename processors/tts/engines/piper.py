@@ -135,6 +135,7 @@ class PiperEngine:
         if not aligned:
             log.warning("piper voice speaks without phoneme timings", extra={"voice": info.name, "reason": reason})
         voice = voice_class(session=session, config=config_class.from_dict(info.config))
+        _run_once(info, voice)
         return LoadedVoice(info, voice, id_names(voice.config.phoneme_id_map), aligned, not aligned)
 
     @property
@@ -201,6 +202,17 @@ class PiperEngine:
             loaded.warned_unaligned = True
             log.warning("piper gave no alignment for a piece; it goes without phoneme timings",
                         extra={"voice": loaded.info.name})
+
+
+def _run_once(info: PiperVoiceInfo, voice: Any) -> None:
+    """One short utterance through the graph at start-up: every voice, not only the defaults the core warms up,
+    so a voice whose graph does not take piper's inputs stops start-up instead of failing its first request."""
+    id_map = voice.config.phoneme_id_map
+    ids = [int(id_map[symbol][0]) for symbol in ("^", "_", "a", "_", "$") if symbol in id_map]
+    try:
+        voice.phoneme_ids_to_audio(ids)
+    except Exception as error:  # ONNX Runtime's own exception types: all mean "this voice cannot speak"
+        raise EngineConfigError(f"piper voice {info.model} does not run: {type(error).__name__}: {error}") from error
 
 
 def build_piper(folder: Path | None, model: Path | None, *, defaults: dict[Language, str], threads: int,
