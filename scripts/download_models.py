@@ -282,8 +282,8 @@ def main_piper_voice(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     print(f"installed {info.model} and {info.config_path.name}")
     print(f"speak with it: TTS_ENGINE=piper (or TTS_EXTRA_ENGINES=piper) and \"tts\": \"piper\", \"voice\": "
-          f"\"{info.name}\" on a request or an avatar; it is the {info.language} default unless "
-          f"PIPER_VOICE_{info.language.upper()} names another")
+          f"\"{info.name}\" on a request or an avatar; the {info.language} default is "
+          f"PIPER_VOICE_{info.language.upper()}, else the catalog's first {info.language} voice")
     return EXIT_OK
 
 
