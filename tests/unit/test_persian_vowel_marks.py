@@ -33,6 +33,8 @@ def test_an_ezafe_is_spoken_only_when_the_writer_marks_it_with_a_kasra(espeak: E
 
 def test_an_ezafe_written_as_a_letter_is_spoken_without_marks(espeak: EspeakEngine) -> None:
     assert phonemes(espeak, "خانه‌ی من") == ["x", "ɑ", "n", "e", "j", "e", "m", "a", "n"]  # xɑne-ye man, my house
+    for hamza in ("مدرسهٔ ما", "مدرسۀ ما"):  # madrese-ye mɑ, our school: heh + hamza, decomposed or not
+        assert phonemes(espeak, hamza)[-4:-2] == ["j", "e"], hamza
     assert phonemes(espeak, "کتاب‌های خوب")[-6:] == ["ɑ", "j", "e", "x", "u", "b"]  # ketɑbhɑ-ye xub, good books
 
 

@@ -560,3 +560,14 @@ def test_news_paragraph_pieces_are_a_short_clause_first_then_sentences() -> None
     assert pieces[-1].display == "قیمت هر دلار در بازار آزاد امروز ساعت ۱۰:۳۰ حدود ۵۸٬۰۰۰ تومان بود."
     assert pieces[-1].spoken == ("قیمت هر دلار در بازار آزاد امروز ساعت ده و سی دقیقه حدود پنجاه و هشت هزار "
                                  "تومان بود.")
+
+
+@pytest.mark.parametrize(("text", "together"), [
+    ("The launch of the new product is planned for January 15, 2025 in Tehran.", "January fifteenth,"),
+    ("It was March 3rd, 1999 and Dec 25.", "December twenty-fifth."),
+    ("جلسهٔ بعدی هیئت مدیره برای بررسی بودجه در تاریخ ۱۲ اردیبهشت برگزار می‌شود.", "دوازدهم اردیبهشت"),
+])
+def test_a_day_and_its_month_are_never_cut_into_two_pieces(text: str, together: str) -> None:
+    pieces = plan_speech(text)
+    assert len(pieces) > 1, "long enough to be cut somewhere"
+    assert any(together in piece.spoken for piece in pieces), [piece.spoken for piece in pieces]

@@ -20,6 +20,9 @@ _TRAILING_SPACE_RE = re.compile(r"\s+$")
 # by itself ("کتابِ خوب" → ketɑbe xuːb; unmarked "کتاب خوب" → ketɑb xuːb). The shadda is dropped: espeak-ng
 # says it as the word "tashdid" (مُحَمَّد → mohamatæʃdid), while its dictionary doubles the consonant anyway.
 SHADDA = "\u0651"
+# The ezafe written on a final heh: hazm drops the combining hamza of "هٔ" (leaving a bare ه, ezafe lost) but
+# keeps the precomposed "ۀ", which espeak-ng reads as -eje: compose it first.
+_HEH_WITH_HAMZA_RE = re.compile("\u0647\u0654")
 
 
 def strip_invisible(text: str) -> str:
@@ -52,7 +55,8 @@ def normalise_persian(text: str) -> str:
     separately, so the gap to the neighbouring stretch has to survive. Cached because short stretches such
     as " و " or " درصد " repeat across requests.
     """
-    normalised = str(persian_normalizer().normalize(text)).replace(SHADDA, "").strip()
+    composed = _HEH_WITH_HAMZA_RE.sub("\u06c0", text)
+    normalised = str(persian_normalizer().normalize(composed)).replace(SHADDA, "").strip()
     leading = _LEADING_SPACE_RE.match(text)
     trailing = _TRAILING_SPACE_RE.search(text)
     prefix = collapse_whitespace(leading.group()) if leading else ""
