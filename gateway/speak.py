@@ -13,6 +13,7 @@ from producers.audio import AudioError, UtteranceTarget, check_format
 from producers.client import AvatarProducer, ProduceError
 from schemas.avatar import VoiceChoice
 from schemas.common import Language
+from schemas.requests import rate_problem
 from schemas.speech import SpeechSegment
 
 LANGUAGES: dict[str | None, Language | None] = {"fa": "fa", "en": "en", None: None}
@@ -48,6 +49,7 @@ class Admitted:
     text: str
     language: Language | None
     voice: VoiceChoice
+    rate: float | None = None  # the speaking rate; absent = normal
 
 
 async def usable_avatar(store: AvatarStore, who: Principal, avatar_id: str) -> UsableAvatar:
@@ -59,7 +61,7 @@ async def usable_avatar(store: AvatarStore, who: Principal, avatar_id: str) -> U
 
 
 def admit(settings: Settings, avatar: UsableAvatar, text: str, language: str | None,
-          asked: VoiceChoice) -> Admitted:
+          asked: VoiceChoice, rate: float | None = None) -> Admitted:
     """Check a text request; the request's backend and voice win over the avatar's default."""
     spoken = text.strip()
     if not spoken:
@@ -69,8 +71,11 @@ def admit(settings: Settings, avatar: UsableAvatar, text: str, language: str | N
     if language not in LANGUAGES:
         raise Refusal("unsupported_language", f"language {language!r} is not supported; use 'fa', 'en', or omit "
                                               "it to auto-detect")
+    problem = rate_problem(rate)
+    if problem is not None:
+        raise Refusal("invalid_rate", problem)
     voice = effective_voice(asked, avatar.voice, settings.tts_engine)
-    return Admitted(avatar.avatar_id, spoken, LANGUAGES[language], voice)
+    return Admitted(avatar.avatar_id, spoken, LANGUAGES[language], voice, rate)
 
 
 async def send(producer: AvatarProducer, admitted: Admitted, *, session_id: str, request_id: str) -> None:
@@ -78,7 +83,7 @@ async def send(producer: AvatarProducer, admitted: Admitted, *, session_id: str,
     try:
         await asyncio.to_thread(producer.send_text, session_id=session_id, avatar_id=admitted.avatar_id,
                                 text=admitted.text, language=admitted.language, request_id=request_id,
-                                tts=admitted.voice.tts, voice=admitted.voice.voice)
+                                tts=admitted.voice.tts, voice=admitted.voice.voice, rate=admitted.rate)
     except ProduceError as error:
         raise Refusal("unavailable", f"the request could not be queued: {error}") from None
 

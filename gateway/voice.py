@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
 
 from infra.settings import Settings
 from schemas.avatar import VoiceChoice
+from schemas.status import VoiceEntry
 
 NO_CHOICE = VoiceChoice()
 
@@ -65,6 +66,23 @@ def default_for_avatar(choice: VoiceChoice, settings: Settings) -> VoiceChoice:
         raise VoiceRefused("tts_unavailable", f"TTS backend '{tts}' is not enabled on this deployment; enabled: "
                                           f"{', '.join(enabled)} (TTS_ENGINE, TTS_EXTRA_ENGINES).")
     return VoiceChoice(tts=tts, voice=choice.voice)
+
+
+def check_listed(choice: VoiceChoice, listed: Iterable[VoiceEntry]) -> None:
+    """An avatar's default voice must be one its backend's TTS processors announce (GET /avatar/voices), so a typo
+    fails when it is stored rather than on every request of the avatar.
+
+    Only backends that list every voice are checked (piper's catalog, espeak-ng's variants; OpenAI's server
+    judges its own), and only when a live processor announced that backend's voices: with none running there is
+    nothing to check against, and the TTS processor still refuses an unknown voice (`unknown_voice`).
+    """
+    if choice.voice is None or choice.tts in (None, "openai") or choice.voice == "default":
+        return
+    names = sorted({entry.voice for entry in listed if entry.tts == choice.tts})
+    if names and choice.voice not in names:
+        shown = ", ".join(names[:12]) + (", …" if len(names) > 12 else "")
+        raise VoiceRefused("unknown_voice", f"TTS backend '{choice.tts}' has no voice '{choice.voice}'; it has "
+                                            f"{shown} (GET /avatar/voices).")
 
 
 def changed_default(current: VoiceChoice, change: VoiceChoice) -> VoiceChoice:

@@ -177,7 +177,7 @@ class StreamSession:
         if self.session_id is None or self.avatar is None:
             raise Refusal("no_avatar_selected", "send an avatar_selection (or resume) before text_input")
         admitted = admit(self.settings, self.avatar, message.text, message.language,
-                         VoiceChoice(tts=message.tts, voice=message.voice))
+                         VoiceChoice(tts=message.tts, voice=message.voice), message.rate)
         limiter = self.websocket.app.state.limits.requests
         if not limiter.allow(self.caller):
             raise Refusal("rate_limited", f"too many requests; wait {limiter.retry_after_s()} s")

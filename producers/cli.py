@@ -56,6 +56,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     say.add_argument("--tts", choices=list(get_args(TtsEngineName)), default=None,
                      help="TTS backend (default: the TTS processor's TTS_ENGINE)")
     say.add_argument("--voice", default=None, help="a voice of that backend, e.g. espeak's f3 (default: its own)")
+    say.add_argument("--rate", type=float, default=None,
+                     help="speaking rate, 0.5-2.0 (default: 1, the voice's own)")
     say.add_argument("--session", default=None, help="session id to speak in (default: a transient session)")
     say.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the video (default: 60)")
     say.add_argument("--connect-timeout", type=float, default=5.0,
@@ -177,7 +179,7 @@ def run_say(args: argparse.Namespace, settings: Settings, progress: Progress) ->
         else:
             mp4 = producer.say(avatar_id=args.avatar, text=text, language=language, session_id=args.session,
                                timeout_s=args.timeout, on_chunk=on_chunk, on_sent=on_sent, tts=args.tts,
-                               voice=args.voice)
+                               voice=args.voice, rate=args.rate)
     except AudioError as error:
         raise CliError(f"{args.audio}: {error.code}: {error.message}") from None
     except PipelineError as error:

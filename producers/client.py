@@ -24,7 +24,7 @@ from infra.settings import Settings
 from producers.audio import Utterance, UtteranceTarget, check_utterance, pcm16_samples, whole_utterance
 from schemas.common import Language, new_id
 from schemas.control import Interrupt
-from schemas.requests import TextRequest, TtsEngineName
+from schemas.requests import TextRequest, TtsEngineName, rate_problem
 from schemas.speech import SpeechSegment
 
 # The SDK's names: what a session's stream yields and raises is read by consumers/session_reader.py.
@@ -58,10 +58,15 @@ class AvatarProducer:
 
     def send_text(self, *, session_id: str, avatar_id: str, text: str, language: Language | None = None,
                   request_id: str | None = None, wait: bool = True, tts: TtsEngineName | None = None,
-                  voice: str | None = None) -> TextRequest:
+                  voice: str | None = None, rate: float | None = None) -> TextRequest:
+        """Produce one text request. A ``rate`` outside 0.5-2.0 raises PipelineError ``invalid_rate`` here, the
+        error the TTS processor would give, before anything is sent."""
+        problem = rate_problem(rate)
+        if problem is not None:
+            raise PipelineError("invalid_rate", problem, request_id)
         fields: dict[str, Any] = {"session_id": session_id, "avatar_id": avatar_id, "text": text,
                                   "language": language, "created_at_ms": int(time.time() * 1000), "tts": tts,
-                                  "voice": voice}
+                                  "voice": voice, "rate": rate}
         if request_id:
             fields["request_id"] = request_id
         request = TextRequest(**fields)
@@ -161,11 +166,12 @@ class AvatarProducer:
     def say(self, *, avatar_id: str, text: str, language: Language | None = None, session_id: str | None = None,
             timeout_s: float = 60.0, on_chunk: Callable[[Chunk], None] | None = None,
             on_sent: Callable[[TextRequest], None] | None = None, tts: TtsEngineName | None = None,
-            voice: str | None = None) -> bytes:
+            voice: str | None = None, rate: float | None = None) -> bytes:
         """Send one text and wait for its whole MP4 (the concatenated chunks).
 
         ``tts`` and ``voice`` pick the backend and voice; absent, the TTS processor's settings decide (the
-        avatar's default voice is applied by the gateway only: a producer names the voice it wants).
+        avatar's default voice is applied by the gateway only: a producer names the voice it wants). ``rate``
+        is the speaking rate, 0.5-2.0 (1 = normal).
 
         Without ``session_id`` a transient session is used and its topic deleted afterwards. Raises
         PipelineError when the pipeline reports an error (e.g. ``unknown_avatar``), StreamTimeout when the
@@ -173,7 +179,7 @@ class AvatarProducer:
         """
         def send(session: str, request_id: str) -> None:
             request = self.send_text(session_id=session, avatar_id=avatar_id, text=text, language=language,
-                                     request_id=request_id, tts=tts, voice=voice)
+                                     request_id=request_id, tts=tts, voice=voice, rate=rate)
             if on_sent is not None:
                 on_sent(request)
 

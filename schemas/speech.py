@@ -65,7 +65,8 @@ class SpeechSegmentMeta(BaseModel):
     speech_ms: int | None = Field(default=None, ge=0, description="speech before the trailing pause (subtitle)")
     engine: str | None = Field(default=None, description="the TTS backend that spoke this segment")
     voice: str | None = Field(default=None, max_length=64, description="the voice the backend spoke it with, "
-                              "when one was asked for (absent: the backend's configured voice)")
+                              "when one was asked for or the backend chose it (piper: the catalog voice; absent: "
+                              "the backend's configured voice)")
     # v3: the TTS's own phoneme timings (absent when the backend knows none)
     phonemes: list[tuple[Annotated[int, Field(ge=0, strict=True)], PhonemeName]] | None = Field(
         default=None, max_length=MAX_PHONEMES,

@@ -40,6 +40,21 @@ class MetricFamily(BaseModel):
     samples: list[MetricSample] = Field(default_factory=list)
 
 
+class VoiceEntry(BaseModel):
+    """One voice a TTS processor can speak with: what a request's ``tts`` and ``voice`` name (GET /avatar/voices)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    tts: str
+    voice: str
+    languages: list[str] = Field(description="what it speaks: fa, en")
+    locale: str = Field("", description="the voice's own language code (piper: fa_IR, en_US)")
+    dataset: str = Field("", description="piper: the voice's dataset (amir, lessac, ...)")
+    quality: str = ""
+    sample_rate: int | None = None
+    default: bool = Field(False, description="spoken when a request names no voice (per language for piper)")
+
+
 class ServiceStatus(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -51,3 +66,4 @@ class ServiceStatus(BaseModel):
     ts_ms: int
     avatar_cache: AvatarCacheStats | None = None  # lip-sync workers only (additive: still v1)
     metrics: list[MetricFamily] = Field(default_factory=list)  # additive: still v1
+    voices: list[VoiceEntry] = Field(default_factory=list)  # TTS processors only (additive: still v1)

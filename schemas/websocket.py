@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.common import AvatarId, Language, RequestId, SessionId
-from schemas.requests import TtsEngineName, VoiceName
+from schemas.requests import MAX_RATE, MIN_RATE, TtsEngineName, VoiceName
 
 
 class _Message(BaseModel):
@@ -32,6 +32,8 @@ class TextInput(_Message):
     language: str | None = Field(default=None, description="'fa', 'en', or absent for auto-detect")
     tts: TtsEngineName | None = Field(default=None, description="TTS backend; absent = the default")
     voice: VoiceName | None = Field(default=None, description="a voice of that backend")
+    rate: float | None = Field(default=None, allow_inf_nan=False,
+                               description=f"speaking rate {MIN_RATE:g}-{MAX_RATE:g}, 1 = normal (else invalid_rate)")
 
 
 class AudioInput(_Message):

@@ -1,11 +1,16 @@
-"""Installs the Wav2Lip model from a URL or local file the user gives, checks it, converts it, and verifies installs.
+"""Installs the Wav2Lip model or a piper voice from a URL or local file the user gives, checks it, verifies installs.
 
 Nothing is downloaded from anywhere on its own: the weights are not ours to ship (see assets/models/manifest.json
 and THIRD_PARTY_LICENSES.md), so you give their location, and the script says plainly what it could not reach.
 
     .venv/bin/python scripts/download_models.py --from ~/Downloads/wav2lip_gan.pth --verify-checksums
     .venv/bin/python scripts/download_models.py --from https://example.org/wav2lip_gan.pth --gpu-optimize
+    .venv/bin/python scripts/download_models.py --piper-voice fa_IR-amir-medium --from ~/Downloads/amir.onnx
     .venv/bin/python scripts/download_models.py --verify-only
+
+A piper voice is its .onnx and the .onnx.json beside it (``--from`` names the .onnx; the .json is read from the
+same place with ``.json`` appended, or from ``--config-from``); it goes into PIPER_VOICES_DIR, the catalog the
+piper backend speaks from (docs/speech.md).
 
 Exit status: 0 done, 1 a check failed, 2 a source could not be reached or a file is missing.
 """
@@ -33,6 +38,8 @@ import onnx
 from infra.settings import PROJECT_ROOT, Settings, load_settings
 from processors.lipsync.engines.wav2lip import FACE_SHAPE, MEL_SHAPE, Wav2LipModelError, check_signature, open_session
 from processors.registration.faces import default_predictor_path
+from processors.tts.engines.piper import packaged_model
+from scripts.piper_voices import Expected, VoiceCheckFailed, install_voice, verify_catalog
 from scripts.wav2lip.convert import ConversionError, convert, default_calibration_feeds
 from scripts.wav2lip.graph import Architecture, CheckpointMismatch
 from scripts.wav2lip.torch_checkpoint import CheckpointError
@@ -60,6 +67,7 @@ class ModelEntry:
     sha256: str | None
     licence: str
     source: str
+    config_sha256: str | None = None  # piper voices: the .onnx.json's
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,8 @@ VARIANTS = [Variant("", "fp32: CPU or GPU"), Variant(".fp16", "fp16: GPU (tensor
 
 def load_manifest(path: Path = MANIFEST) -> dict[str, ModelEntry]:
     data = json.loads(path.read_text(encoding="utf-8"))
-    entries = [ModelEntry(**{k: item[k] for k in ModelEntry.__dataclass_fields__}) for item in data["models"]]
+    entries = [ModelEntry(**{k: item[k] for k in ModelEntry.__dataclass_fields__ if k in item})
+               for item in data["models"]]
     return {entry.name: entry for entry in entries}
 
 
@@ -205,6 +214,10 @@ def verify_installed(settings: Settings) -> list[Verified]:
                 ": LIPSYNC_ENGINE=wav2lip needs it; install it with --from" if needed else
                 " (not needed: LIPSYNC_ENGINE=embedded loads no model file)")))
     results.append(verify_landmarks())
+    piper_needed = ("piper" in settings.selected_tts_engines and settings.piper_model is None
+                    and packaged_model() is None)
+    results += [Verified(row.file, row.ok, row.detail)
+                for row in verify_catalog(settings.piper_voice_folder, sha256_of, needed=piper_needed)]
     return results
 
 
@@ -236,8 +249,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpu-optimize", action="store_true",
                         help="also write the fp16 (GPU) and int8 (CPU) variants next to the model")
     parser.add_argument("--verify-only", action="store_true", help="download nothing: check what is installed")
-    parser.add_argument("-o", "--output", type=Path, help="the ONNX model to write (default: WAV2LIP_MODEL_PATH)")
+    parser.add_argument("-o", "--output", type=Path, help="the ONNX model to write (default: WAV2LIP_MODEL_PATH); "
+                        "with --piper-voice, the folder to install into (default: PIPER_VOICES_DIR)")
+    parser.add_argument("--piper-voice", metavar="NAME", help="install a piper voice under this name (e.g. "
+                        "fa_IR-amir-medium) from --from, its .onnx.json from beside it or --config-from")
+    parser.add_argument("--config-from", help="where the piper voice's .onnx.json is, if not --from + '.json'")
+    parser.add_argument("--config-sha256", help="the expected sha256 of the piper voice's .onnx.json")
     return parser.parse_args(argv)
+
+
+def main_piper_voice(args: argparse.Namespace, settings: Settings) -> int:
+    """--piper-voice NAME: fetch, check and install one voice into the catalog folder."""
+    entry = load_manifest().get(args.piper_voice)
+    source = args.source or (entry.url if entry is not None else None)
+    if source is None:
+        where = f" Get it from {entry.source} ({entry.licence})," if entry is not None else ""
+        print(f"could not reach piper voice {args.piper_voice}: no --from given and the manifest has no URL for "
+              f"it.{where} then run this again with --from PATH_OR_URL of its .onnx", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    folder = args.output or settings.piper_voice_folder
+    expected = Expected(model=args.sha256 or (entry.sha256 if entry else None),
+                        config=args.config_sha256 or (entry.config_sha256 if entry else None),
+                        verify=args.verify_checksums)
+    try:
+        info = install_voice(args.piper_voice, source, folder, fetch=fetch, sha256_of=sha256_of, expected=expected,
+                             config_from=args.config_from)
+    except Unreachable as error:
+        print(f"could not reach the voice: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except VoiceCheckFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"installed {info.model} and {info.config_path.name}")
+    print(f"speak with it: TTS_ENGINE=piper (or TTS_EXTRA_ENGINES=piper) and \"tts\": \"piper\", \"voice\": "
+          f"\"{info.name}\" on a request or an avatar; the {info.language} default is "
+          f"PIPER_VOICE_{info.language.upper()}, else the catalog's first {info.language} voice")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = verify_installed(settings)
         print_table(rows)
         return EXIT_OK if all(row.ok for row in rows) else EXIT_FAILED
+    if args.piper_voice:
+        return main_piper_voice(args, settings)
     entries = load_manifest()
     entry = entries.get(args.model)
     if entry is None:

@@ -29,12 +29,13 @@ from gateway.registration_status import finished_body, http_status, job_view, ou
 from gateway.routes.audit import audit_actor
 from gateway.services import Services
 from gateway.upload import UploadError, read_upload
-from gateway.voice import VoiceRefused, changed_default, default_for_avatar, parse_voice_choice
+from gateway.voice import VoiceRefused, changed_default, check_listed, default_for_avatar, parse_voice_choice
 from infra.audit import AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry
 from infra.avatar_store import AvatarNotFound, AvatarRecord
 from infra.media_kind import SNIFF_BYTES, UnsupportedMedia, sniff_media_kind
 from infra.registration_jobs import JobStatus, RegistrationJobStore
 from schemas.avatar import FaceFrame, VoiceChoice
+from schemas.status import VoiceEntry
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PAGE_FILES = {"registration.js": "text/javascript", "registration.css": "text/css"}
@@ -108,6 +109,7 @@ async def register(request: Request, who: Caller, running: Running, registry: Re
             raise RegistrationRefused(400, "missing_field", "The form field 'file' (the photo or video) is required.")
         form = validate_request(upload.fields, bytes(upload.file), upload.filename)
         form = replace(form, default_voice=default_for_avatar(parse_voice_choice(upload.fields), running.settings))
+        check_listed(form.default_voice, listed_voices(running))
         _check_may_register(who, form.user_id)
         if await asyncio.to_thread(running.store.name_taken, form.user_id, form.name):
             raise name_taken(form.user_id, form.name)
@@ -185,6 +187,24 @@ async def cache_status(_who: Caller, running: Running) -> dict[str, Any]:
     }
 
 
+def listed_voices(running: Services) -> list[VoiceEntry]:
+    """Every voice the live TTS processors announce in their heartbeats."""
+    return [entry for status in running.status.live("tts") for entry in status.voices]
+
+
+@router.get("/avatar/voices", summary="The voices a request or an avatar may name, as the TTS processors announce them")
+async def voices(_who: Caller, running: Running, tts: str | None = None, language: str | None = None) -> dict[str, Any]:
+    """Every live TTS processor's voices (its heartbeats carry them), each (backend, voice) once; optionally of
+    one backend (`tts`) or one language (`language`: fa, en). A request names one with `tts` and `voice`."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    processors = running.status.live("tts")
+    for entry in listed_voices(running):
+        seen.setdefault((entry.tts, entry.voice), entry.model_dump())
+    listed = [entry for entry in seen.values() if (tts is None or entry["tts"] == tts)
+              and (language is None or language in entry["languages"])]
+    return {"voices": listed, "count": len(listed), "tts_processors": len(processors)}
+
+
 async def visible_record(avatar_id: str, who: Principal, running: Services) -> AvatarRecord:
     """The avatar if the caller may use it; 404 alike for a missing avatar and another user's."""
     try:
@@ -240,6 +260,7 @@ async def change_default_voice(avatar_id: str, change: VoiceChoice, who: Caller,
                                       "(the shared 'system' avatars: the admin).")
     try:
         voice = default_for_avatar(changed_default(record.default_voice, change), running.settings)
+        check_listed(voice, listed_voices(running))
     except VoiceRefused as refused:
         raise error(400, refused.code, refused.message) from None
     audit = AuditEntry(AVATAR_VOICE_CHANGED, audit_actor(who, request), avatar_id=avatar_id,

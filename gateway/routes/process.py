@@ -24,7 +24,7 @@ from producers.audio import AudioError, check_utterance, whole_utterance
 from producers.audio_file import DecodedAudio, decode_audio_file
 from schemas.avatar import VoiceChoice
 from schemas.common import AvatarId, Language, new_id
-from schemas.requests import TtsEngineName, VoiceName
+from schemas.requests import MAX_RATE, MIN_RATE, TtsEngineName, VoiceName
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["processing"])
@@ -35,7 +35,8 @@ _topic_deletions: set[asyncio.Task[None]] = set()  # the loop keeps only weak re
 # The HTTP status of each error code, the gateway's refusals and the pipeline's (README's protocol table) alike;
 # any other pipeline failure is a 502.
 STATUS_OF_CODE = {"unknown_avatar": 404, "nothing_to_say": 422, "text_too_long": 422, "empty_text": 422,
-                  "unsupported_language": 422, "unknown_voice": 422, "tts_unavailable": 422, "unavailable": 503,
+                  "unsupported_language": 422, "unknown_voice": 422, "invalid_rate": 422, "tts_unavailable": 422,
+                  "unavailable": 503,
                   "unreadable_audio": 422, "silent_audio": 422, "audio_too_long": 422, "missing_field": 422}
 AUDIO_FIELDS = frozenset({"avatar_id", "language", "text"})
 
@@ -51,6 +52,9 @@ class ProcessRequest(BaseModel):
                                       "else TTS_ENGINE")
     voice: VoiceName | None = Field(default=None, description="a voice of that backend (espeak: a variant like f3); "
                                     "absent: the avatar's default voice, else the backend's")
+    # Not bounded here: out of range is the specific `invalid_rate` (422), not a generic invalid_request.
+    rate: float | None = Field(default=None, allow_inf_nan=False, examples=[1.25],
+                               description=f"speaking rate, {MIN_RATE:g}-{MAX_RATE:g} (1 = normal); absent: 1")
 
 
 class ErrorBody(BaseModel):
@@ -74,7 +78,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("the audio file is larger than AUDIO_MAX_UPLOAD_BYTES (`file_too_large`)"),
     422: _error("bad input: `invalid_request` (malformed body, unsupported language), `empty_text`, "
                      "`text_too_long`, `nothing_to_say` (the text holds nothing speakable), `tts_unavailable` (a "
-                     "backend not enabled here), `unknown_voice`; audio: `missing_field` (no file or avatar_id), "
+                     "backend not enabled here), `unknown_voice`, `invalid_rate` (rate outside 0.5-2.0); audio: "
+                     "`missing_field` (no file or avatar_id), "
                      "`unreadable_audio` (not audio FFmpeg decodes), `silent_audio`, `audio_too_long` (over "
                      "AUDIO_MAX_UTTERANCE_S)"),
     429: _error("REST_MAX_CONCURRENT renders are already running (`busy`); retry shortly"),
@@ -199,7 +204,7 @@ async def _text_sender(request: Request, running: Services, who: Principal) -> S
     try:
         avatar = await usable_avatar(running.store, who, body.avatar_id)
         admitted = admit(running.settings, avatar, body.text, body.language,
-                         VoiceChoice(tts=body.tts, voice=body.voice))
+                         VoiceChoice(tts=body.tts, voice=body.voice), body.rate)
     except Refusal as refusal:
         raise refused(refusal) from None
 

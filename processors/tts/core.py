@@ -12,7 +12,7 @@ from processors.tts.audio import LIPSYNC_RATE, PLAYBACK_RATE, LoudnessTarget, Sh
 from processors.tts.engines.base import EngineConfigError, TtsEngine, TtsFailure, UnknownVoice
 from processors.tts.engines.registry import EngineSet
 from processors.tts.text import SpeechText, plan_speech
-from schemas.requests import TextRequest
+from schemas.requests import TextRequest, rate_problem
 from schemas.session import SessionError
 from schemas.speech import SpeechSegment, SpeechSegmentMeta
 
@@ -110,14 +110,14 @@ class TtsCore:
                 return
             is_last = index == len(planned) - 1
             try:
-                shaped = self._speak(plan, is_last=is_last)
+                shaped, voice = self._speak(plan, is_last=is_last, rate=request.rate or 1.0)
             except TtsFailure as failure:
                 yield _error(request, "tts_failed", f"{plan.engine.name}: {failure}")
                 return
             if self._stopped(request):  # a slow backend: the interrupt may have come while it spoke
                 yield _interrupted(request)
                 return
-            meta = self._meta(request, plan, index, is_last, shaped, start_samples, created_at_ms)
+            meta = self._meta(request, plan, index, is_last, shaped, start_samples, created_at_ms, voice)
             yield SpeechSegment(meta, shaped.playback.astype("<i2").tobytes(), shaped.lipsync.astype("<i2").tobytes())
             start_samples += len(shaped.playback)
 
@@ -129,6 +129,9 @@ class TtsCore:
         if len(request.text) > self.max_text_chars:
             raise RequestRefused("text_too_long", f"text has {len(request.text)} characters; the limit is "
                                                   f"{self.max_text_chars}")
+        problem = rate_problem(request.rate)
+        if problem is not None:
+            raise RequestRefused("invalid_rate", problem)
         chosen = self._chosen(request)
         try:
             chosen.check_voice(request.voice)
@@ -164,22 +167,24 @@ class TtsCore:
                 return True
         return self.is_interrupted(request.session_id, request.request_id, request.created_at_ms)
 
-    def _speak(self, plan: Planned, *, is_last: bool) -> ShapedSpeech:
-        speech = plan.engine.synthesize(plan.piece.spoken, plan.piece.language, plan.voice)
+    def _speak(self, plan: Planned, *, is_last: bool, rate: float) -> tuple[ShapedSpeech, str | None]:
+        """The piece shaped for the segment, and the voice that said it (the backend's choice, else the asked)."""
+        speech = plan.engine.synthesize(plan.piece.spoken, plan.piece.language, plan.voice, rate=rate)
         pause_ms = pause_after(plan.piece.display, is_last=is_last)
-        return shape_speech(speech.pcm, speech.sample_rate, pause_ms=pause_ms, target=self.loudness,
-                            phonemes=speech.phonemes)
+        shaped = shape_speech(speech.pcm, speech.sample_rate, pause_ms=pause_ms, target=self.loudness,
+                              phonemes=speech.phonemes)
+        return shaped, speech.voice or plan.voice
 
     @staticmethod
     def _meta(request: TextRequest, plan: Planned, index: int, is_last: bool, shaped: ShapedSpeech,
-              start_samples: int, created_at_ms: int) -> SpeechSegmentMeta:
+              start_samples: int, created_at_ms: int, voice: str | None) -> SpeechSegmentMeta:
         return SpeechSegmentMeta(
             request_id=request.request_id, session_id=request.session_id, avatar_id=request.avatar_id,
             segment_index=index, is_last=is_last, text=plan.piece.display, spoken=plan.piece.spoken,
             language=plan.piece.language, sample_rate=OUTPUT_RATE, sample_count=len(shaped.playback),
             start_ms=start_samples * 1000 // OUTPUT_RATE, start_sample=start_samples, created_at_ms=created_at_ms,
             lipsync_sample_rate=LIPSYNC_RATE, lipsync_sample_count=len(shaped.lipsync),
-            speech_ms=shaped.speech_samples * 1000 // OUTPUT_RATE, engine=plan.engine.name, voice=plan.voice,
+            speech_ms=shaped.speech_samples * 1000 // OUTPUT_RATE, engine=plan.engine.name, voice=voice,
             phonemes=list(shaped.phonemes) or None,  # a backend without timings leaves the field out
         )
 

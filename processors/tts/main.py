@@ -69,8 +69,9 @@ class TtsProcessor:
         self.settings = settings
         self.core = core
         self.control: ControlListener | None = None
+        voices = [entry.model_dump() for entry in core.engines.voice_list()]  # fixed from start-up on
         self.app = KafkaApp(settings, name="tts", input_topic=settings.kafka_requests_topic, handler=self.handle,
-                            engine=",".join(core.engines.names))
+                            engine=",".join(core.engines.names), status_fields=lambda: {"voices": voices})
 
     def handle(self, message: Inbound) -> Iterator[Outgoing]:
         request = parse_request(message.value)

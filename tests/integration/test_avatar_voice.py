@@ -118,6 +118,7 @@ def test_a_voice_registered_without_a_backend_is_stored_as_the_deployment_backen
 @pytest.mark.parametrize(("voice", "code"), [
     ({"tts": "openai", "voice": "nova"}, "tts_unavailable"),  # known, but not in TTS_ENGINE / TTS_EXTRA_ENGINES
     ({"tts": "espeak", "voice": "../../voices/x"}, "invalid_field"),
+    ({"tts": "espeak", "voice": "fa_IR-amir-medium"}, "unknown_voice"),  # a piper voice, not an espeak variant
 ])
 def test_a_default_voice_this_deployment_cannot_speak_is_refused_and_nothing_is_stored(
         stack: RunningStack, astronaut_png: bytes, voice: dict[str, str], code: str) -> None:
@@ -184,6 +185,7 @@ def test_patching_the_default_voice_changes_what_the_avatar_speaks_with_and_is_a
 
 @pytest.mark.parametrize(("body", "status", "code"), [
     ({"tts": "openai"}, 400, "tts_unavailable"),
+    ({"voice": "no-such-variant"}, 400, "unknown_voice"),
     ({"tts": "sam"}, 422, "invalid_request"),
     ({"colour": "blue"}, 422, "invalid_request"),
 ])

@@ -65,11 +65,36 @@ def test_an_unknown_avatar_is_a_404_with_a_json_error(stack: RunningStack) -> No
     ({"text": "Hallo.", "avatar_id": "sample", "language": "de"}, "invalid_request"),
     ({"text": "Hello."}, "invalid_request"),
     ({"text": "Hello.", "avatar_id": "../etc/passwd"}, "invalid_request"),
+    ({"text": "Hello.", "avatar_id": "sample", "rate": 2.5}, "invalid_rate"),
+    ({"text": "Hello.", "avatar_id": "sample", "rate": 0.2}, "invalid_rate"),
 ])
 def test_bad_input_is_a_422_with_a_specific_code(stack: RunningStack, body: dict[str, object], code: str) -> None:
     response = process(stack.http, **body)
     assert response.status_code == 422 and response.json()["code"] == code, response.text
     assert response.json()["message"]
+
+
+def test_a_faster_rate_makes_a_shorter_video_of_the_same_text(stack: RunningStack) -> None:
+    durations = {}
+    for rate in (1.0, 1.8):
+        response = process(stack.http, text="Good morning, how are you today?", avatar_id="sample", rate=rate)
+        assert response.status_code == 200, response.text
+        durations[rate] = int(response.headers["x-video-duration-ms"])
+    assert durations[1.8] < 0.8 * durations[1.0], durations
+
+
+def test_the_voice_list_has_the_tts_processors_voices(stack: RunningStack) -> None:
+    deadline = time.monotonic() + 15
+    listed: dict[str, object] = {}
+    while time.monotonic() < deadline and not listed.get("count"):  # the first heartbeat may still be on its way
+        listed = httpx.get(f"{stack.http}/avatar/voices", params={"tts": "espeak"}, timeout=10).json()
+        time.sleep(0.25)
+    voices = listed["voices"]
+    assert isinstance(voices, list) and listed["tts_processors"] == 1
+    assert {"tts": "espeak", "voice": "f3", "languages": ["fa", "en"]}.items() <= next(
+        v for v in voices if v["voice"] == "f3").items()
+    persian = httpx.get(f"{stack.http}/avatar/voices", params={"language": "de"}, timeout=10).json()
+    assert persian["count"] == 0
 
 
 def test_a_body_that_is_not_json_is_a_422(stack: RunningStack) -> None:
@@ -83,7 +108,8 @@ def test_the_openapi_document_describes_the_endpoint_its_body_and_its_errors(sta
     operation = spec["paths"]["/avatar/process"]["post"]
     assert operation["summary"]
     bodies = operation["requestBody"]["content"]
-    assert set(bodies["application/json"]["schema"]["properties"]) == {"text", "avatar_id", "language", "tts", "voice"}
+    assert set(bodies["application/json"]["schema"]["properties"]) == {"text", "avatar_id", "language", "tts", "voice",
+                                                                        "rate"}
     assert set(bodies["multipart/form-data"]["schema"]["required"]) == {"file", "avatar_id"}, "an audio file"
     assert "video/mp4" in operation["responses"]["200"]["content"]
     for status in ("401", "404", "413", "422", "429", "502", "503", "504"):

@@ -36,6 +36,7 @@ class FaultyHandler(SpeechRequestHandler):
 
     def respond(self, request: dict[str, Any]) -> None:
         self.server.voices.append(str(request.get("voice")))
+        self.server.speeds.append(request.get("speed"))
         fault = self.server.faults.pop(0) if self.server.faults else "ok"
         if fault == "busy":
             self.send_json_error(HTTPStatus.SERVICE_UNAVAILABLE, "overloaded", {"retry-after-ms": "10"})
@@ -61,6 +62,7 @@ class FaultyServer(LocalSpeechServer):
         super().__init__(engine=espeak, handler=FaultyHandler)
         self.faults: list[str] = []
         self.voices: list[str] = []
+        self.speeds: list[object] = []  # the `speed` field of each request, None when it was left out
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,14 @@ def engine_for(server: LocalSpeechServer, *, key: str = "local-key", timeout_s: 
 def request(text: str = PERSIAN, request_id: str = "r1", voice: str | None = None) -> TextRequest:
     return TextRequest(session_id="s1", avatar_id="sample", text=text, request_id=request_id, tts="openai",
                        voice=voice)
+
+
+def test_a_request_rate_is_sent_as_openai_speed_and_left_out_at_the_normal_rate(server: FaultyServer) -> None:
+    engine = engine_for(server)
+    normal = engine.synthesize("Good morning to you all.", "en")
+    fast = engine.synthesize("Good morning to you all.", "en", rate=1.8)
+    assert server.speeds == [None, 1.8]
+    assert fast.duration_s < 0.75 * normal.duration_s
 
 
 def test_streamed_pcm_is_read_as_24_kilohertz_speech_of_plausible_length(server: FaultyServer) -> None:

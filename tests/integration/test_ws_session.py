@@ -140,3 +140,20 @@ async def test_resuming_an_unknown_session_is_an_error(stack: RunningStack) -> N
         await send(ws, type="resume", session_id="no-such-session", cursor=3)
         error = await recv(ws)
         assert error["type"] == "error" and error["code"] == "unknown_session"
+
+
+async def test_a_text_input_rate_speeds_the_speech_and_an_out_of_range_one_is_invalid_rate(
+        stack: RunningStack) -> None:
+    async with await connect(stack) as ws:
+        await select_sample(ws)
+        await send(ws, type="text_input", text="سلام، حال شما چطور است؟", rate=2.5)
+        refused = await recv(ws)
+        assert refused["type"] == "error" and refused["code"] == "invalid_rate", refused
+        lengths = {}
+        for rate in (1.0, 1.8):
+            await send(ws, type="text_input", text="سلام، حال شما چطور است؟", rate=rate)
+            accepted = await recv(ws)
+            assert accepted["type"] == "request_accepted", accepted
+            chunks = await chunks_until_last(ws, accepted["request_id"])
+            lengths[rate] = chunks[-1]["pts_ms"] + chunks[-1]["duration_ms"]
+        assert lengths[1.8] < 0.8 * lengths[1.0], lengths

@@ -68,12 +68,21 @@ class LocalSpeechServer(ThreadingHTTPServer):
         if self._thread is not None:
             self._thread.join(5)
 
-    def speak_pcm(self, text: str, voice: str) -> bytes:
-        """24 kHz PCM16 of the text, in the language its script says; an espeak variant name picks it."""
+    def speak_pcm(self, text: str, voice: str, speed: float = 1.0) -> bytes:
+        """24 kHz PCM16 of the text, in the language its script says; an espeak variant name picks it, and
+        OpenAI's ``speed`` the rate."""
         variant = voice if voice in self.engine.variants else None
-        speech = self.engine.synthesize(text, detect_language(text), variant)
+        speech = self.engine.synthesize(text, detect_language(text), variant, rate=speed)
         audio = resample(to_float(speech.pcm), speech.sample_rate, PCM_RATE)
         return to_pcm16(audio).astype("<i2").tobytes()
+
+
+def _speed(request: dict[str, Any]) -> float:
+    """OpenAI's ``speed``: 0.25-4.0, 1 when absent; anything else is the 400 OpenAI answers."""
+    speed = request.get("speed", 1.0)
+    if not isinstance(speed, int | float) or isinstance(speed, bool) or not 0.25 <= speed <= 4.0:
+        raise SpeechRequestError(HTTPStatus.BAD_REQUEST, f"speed must be 0.25-4.0 (got {speed!r})")
+    return float(speed)
 
 
 class SpeechRequestHandler(BaseHTTPRequestHandler):
@@ -92,7 +101,7 @@ class SpeechRequestHandler(BaseHTTPRequestHandler):
 
     def respond(self, request: dict[str, Any]) -> None:
         try:
-            pcm = self.server.speak_pcm(request["input"], str(request.get("voice", "")))
+            pcm = self.server.speak_pcm(request["input"], str(request.get("voice", "")), _speed(request))
         except TtsFailure as failure:
             raise SpeechRequestError(HTTPStatus.INTERNAL_SERVER_ERROR, str(failure)) from None
         self.stream_pcm(pcm)

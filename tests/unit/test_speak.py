@@ -81,7 +81,7 @@ async def test_an_admitted_request_goes_to_kafka_keyed_by_its_session() -> None:
     producer: Any = Producer()
     await send(producer, admit(SETTINGS, SAMPLE, "hello", "en", NO_CHOICE), session_id="s1", request_id="r1")
     assert producer.sent == [{"session_id": "s1", "avatar_id": "sample", "text": "hello", "language": "en",
-                              "request_id": "r1", "tts": "espeak", "voice": "f3"}]
+                              "request_id": "r1", "tts": "espeak", "voice": "f3", "rate": None}]
 
 
 async def test_a_broker_that_does_not_take_the_request_is_an_unavailable_refusal() -> None:

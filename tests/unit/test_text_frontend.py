@@ -59,9 +59,11 @@ def test_words_already_written_with_zwnj_are_kept_whole() -> None:
     assert piece.display == text
 
 
-def test_diacritics_and_kashida_are_removed() -> None:
+def test_kashida_and_shadda_are_removed_and_vowel_marks_kept_for_the_voice() -> None:
     [piece] = plan_speech("حَذفِ اِعراب در متنِ فارسی لازم اســـت.")
-    assert piece.display == "حذف اعراب در متن فارسی لازم است."
+    assert piece.spoken == piece.display == "حَذفِ اِعراب در متنِ فارسی لازم است."
+    [named] = plan_speech("مُحَمَّد آمد.")
+    assert named.spoken == "مُحَمَد آمد.", "espeak-ng would say the shadda as the word 'tashdid'"
 
 
 def test_spaces_before_persian_punctuation_are_removed_and_the_punctuation_kept() -> None:
@@ -230,6 +232,20 @@ def test_url_inside_persian_text_is_an_english_piece_that_says_only_the_domain()
         ("fa", "سر بزنید."),
     ]
     assert pieces[1].spoken == "example dot com"
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("مقاله را در https://fa.wikipedia.org/wiki/تهران بخوانید.", "fa dot wikipedia dot org"),
+    ("اخبار را از www.isna.ir/news/۱۴۰۲ دنبال کنید.", "isna dot ir"),
+    ("سؤالات خود را به info@shahr-bank.ir بفرستید.", "info at shahr dash bank dot ir"),
+    ("ایمیل من ali.rezaei@example.com است.", "ali dot rezaei at example dot com"),
+])
+def test_a_url_or_e_mail_in_a_persian_request_is_an_english_run_even_with_a_persian_path(text: str,
+                                                                                         said: str) -> None:
+    for language in (None, "fa"):  # detected, or the request says Persian: the address is English either way
+        pieces = plan_speech(text, language, first_max_chars=200)
+        assert [piece.language for piece in pieces] == ["fa", "en", "fa"]
+        assert pieces[1].spoken == said
 
 
 def test_url_at_the_end_of_a_sentence_leaves_the_full_stop_outside_the_address() -> None:
@@ -420,8 +436,13 @@ def test_a_count_before_a_month_name_that_is_also_a_word_stays_a_count() -> None
     ("text", "said"),
     [
         ("We met on January 5, 2024.", "We met on January fifth, twenty twenty-four."),
-        ("It opens 12 March.", "It opens twelfth March."),
+        ("It opens 12 March.", "It opens the twelfth of March."),
         ("May I bring 5 friends?", "May I bring five friends?"),
+        ("The meeting is on Jan 5, 2024.", "The meeting is on January fifth, twenty twenty-four."),
+        ("Due Sept 1 and Dec. 25, 1999.", "Due September first and December twenty-fifth, nineteen ninety-nine."),
+        ("On 5 Jan we left.", "On the fifth of January we left."),
+        ("Open Mar 3-5.", "Open March third to fifth."),
+        ("Jan said hi to 5 people.", "Jan said hi to five people."),
     ],
 )
 def test_english_days_next_to_a_month_are_ordinals_and_other_numbers_are_not(text: str, said: str) -> None:
@@ -539,3 +560,14 @@ def test_news_paragraph_pieces_are_a_short_clause_first_then_sentences() -> None
     assert pieces[-1].display == "قیمت هر دلار در بازار آزاد امروز ساعت ۱۰:۳۰ حدود ۵۸٬۰۰۰ تومان بود."
     assert pieces[-1].spoken == ("قیمت هر دلار در بازار آزاد امروز ساعت ده و سی دقیقه حدود پنجاه و هشت هزار "
                                  "تومان بود.")
+
+
+@pytest.mark.parametrize(("text", "together"), [
+    ("The launch of the new product is planned for January 15, 2025 in Tehran.", "January fifteenth,"),
+    ("It was March 3rd, 1999 and Dec 25.", "December twenty-fifth."),
+    ("جلسهٔ بعدی هیئت مدیره برای بررسی بودجه در تاریخ ۱۲ اردیبهشت برگزار می‌شود.", "دوازدهم اردیبهشت"),
+])
+def test_a_day_and_its_month_are_never_cut_into_two_pieces(text: str, together: str) -> None:
+    pieces = plan_speech(text)
+    assert len(pieces) > 1, "long enough to be cut somewhere"
+    assert any(together in piece.spoken for piece in pieces), [piece.spoken for piece in pieces]

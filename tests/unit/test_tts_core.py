@@ -72,12 +72,12 @@ class RecordingEngine:
     def check_voice(self, voice: str | None) -> None:
         self.inner.check_voice(voice)
 
-    def synthesize(self, text: str, language: Language, voice: str | None = None) -> Speech:
+    def synthesize(self, text: str, language: Language, voice: str | None = None, *, rate: float = 1.0) -> Speech:
         self.calls.append((text, language, voice))
         self.while_speaking(len(self.calls))
         if self.fail_from is not None and len(self.calls) > self.fail_from:
             raise TtsFailure("voice server went away")
-        return self.inner.synthesize(text, language, voice)
+        return self.inner.synthesize(text, language, voice, rate=rate)
 
 
 def test_persian_paragraph_becomes_ordered_segments_with_audio(core: TtsCore) -> None:

@@ -142,8 +142,8 @@ class NoTimings:
     def check_voice(self, voice: str | None) -> None:
         return None
 
-    def synthesize(self, text: str, language: Language, voice: str | None = None) -> Speech:
-        speech = self.inner.synthesize(text, language)
+    def synthesize(self, text: str, language: Language, voice: str | None = None, *, rate: float = 1.0) -> Speech:
+        speech = self.inner.synthesize(text, language, rate=rate)
         return Speech(speech.pcm, speech.sample_rate)
 
 

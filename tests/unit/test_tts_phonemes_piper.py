@@ -161,7 +161,7 @@ def test_a_voice_that_cannot_be_patched_still_speaks_without_timings(
     needs_piper()
     monkeypatch.setattr(piper, "aligned_model", lambda model, _cache: AlignedModel(model, False, "no tensor"))
     with caplog.at_level(logging.WARNING, logger=piper.__name__):
-        engine = piper.PiperEngine()
+        engine = piper.build_piper(None, None, defaults={}, threads=1, cache_dir=None)
         speech = engine.synthesize(SENTENCE, "en")
         engine.synthesize(SENTENCE, "en")
     assert speech.phonemes == () and np.abs(speech.pcm).max() > 3000
@@ -172,6 +172,6 @@ def test_a_voice_that_cannot_be_patched_still_speaks_without_timings(
 def test_a_patched_voice_that_does_not_load_falls_back_to_the_voice_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     needs_piper()
     monkeypatch.setattr(piper, "aligned_model", lambda _model, _cache: AlignedModel(b"not a graph", True))
-    engine = piper.PiperEngine()
+    engine = piper.build_piper(None, None, defaults={}, threads=1, cache_dir=None)
     speech = engine.synthesize(SENTENCE, "en")
     assert not engine.aligned and speech.phonemes == () and np.abs(speech.pcm).max() > 3000

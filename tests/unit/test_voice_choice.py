@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.voice import VoiceRefused, changed_default, default_for_avatar, effective_voice, parse_voice_choice
+from gateway.voice import (
+    VoiceRefused,
+    changed_default,
+    check_listed,
+    default_for_avatar,
+    effective_voice,
+    parse_voice_choice,
+)
 from infra.settings import Settings
 from schemas.avatar import VoiceChoice
+from schemas.status import VoiceEntry
 
 NONE = VoiceChoice()
 ESPEAK_F3 = VoiceChoice(tts="espeak", voice="f3")
@@ -89,3 +97,21 @@ def test_changing_a_default_replaces_the_given_fields_and_null_clears() -> None:
 def test_changing_only_the_backend_drops_the_voice_of_the_old_one() -> None:
     assert changed_default(ESPEAK_F3, VoiceChoice(tts="openai")) == VoiceChoice(tts="openai")
     assert changed_default(ESPEAK_F3, VoiceChoice(tts="espeak")) == ESPEAK_F3
+
+
+LISTED = [VoiceEntry(tts="piper", voice="fa_IR-amir-medium", languages=["fa"]),
+          VoiceEntry(tts="espeak", voice="f3", languages=["fa", "en"])]
+
+
+def test_an_avatar_default_voice_must_be_one_its_backend_announces() -> None:
+    check_listed(VoiceChoice(tts="piper", voice="fa_IR-amir-medium"), LISTED)
+    with pytest.raises(VoiceRefused) as refused:
+        check_listed(VoiceChoice(tts="piper", voice="fa_IR-amri-medium"), LISTED)
+    assert refused.value.code == "unknown_voice" and "fa_IR-amir-medium" in refused.value.message
+
+
+def test_a_voice_is_not_judged_without_a_list_for_its_backend_nor_for_openai() -> None:
+    check_listed(VoiceChoice(tts="piper", voice="anything"), [])  # no TTS processor announced piper's voices
+    check_listed(VoiceChoice(tts="openai", voice="nova"), LISTED)  # OpenAI's server judges its own
+    check_listed(VoiceChoice(tts="piper", voice="default"), LISTED)
+    check_listed(VoiceChoice(tts="espeak"), LISTED)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.speech import PhonemeMark
+from schemas.status import VoiceEntry
 
 Language = Literal["fa", "en"]
 
@@ -31,6 +32,7 @@ class Speech:
     sample_rate: int
     # (start sample at sample_rate, IPA name) in time order; empty when the backend knows no timings (OpenAI)
     phonemes: tuple[PhonemeMark, ...] = ()
+    voice: str | None = None  # the voice that spoke, when the backend chose it (piper: the language's voice)
 
     @property
     def duration_s(self) -> float:
@@ -45,4 +47,14 @@ class TtsEngine(Protocol):
         """Raise UnknownVoice before anything is spoken, so a bad voice fails the request up front."""
         ...
 
-    def synthesize(self, text: str, language: Language, voice: str | None = None) -> Speech: ...
+    def synthesize(self, text: str, language: Language, voice: str | None = None, *, rate: float = 1.0) -> Speech:
+        """Speak `text`; `rate` is the speaking rate (1 = the voice's own, 2 = twice as fast), the phoneme
+        timings measured at that rate."""
+        ...
+
+
+@runtime_checkable
+class ListsVoices(Protocol):
+    """A backend that can say which voices it has (every built-in one; a test double need not)."""
+
+    def voice_list(self) -> list[VoiceEntry]: ...

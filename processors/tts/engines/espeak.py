@@ -5,8 +5,10 @@ from __future__ import annotations
 from processors.tts.engines.base import EngineConfigError, Language, Speech, TtsFailure, UnknownVoice
 from processors.tts.engines.espeak_library import EspeakLibrary, EspeakLibraryError, SpokenText, shared_library
 from schemas.speech import MAX_PHONEME_NAME_CHARS, PhonemeMark
+from schemas.status import VoiceEntry
 
 DEFAULT_VOICES: dict[Language, str] = {"fa": "fa", "en": "en-us"}
+MIN_WPM, MAX_WPM = 80, 450  # espeak-ng's espeakRATE_MINIMUM / espeakRATE_MAXIMUM
 
 
 class EspeakConfigError(EngineConfigError):
@@ -45,16 +47,25 @@ class EspeakEngine:
                 raise EspeakConfigError(f"espeak-ng has no voice '{voice}' for language '{language}' "
                                         f"(ESPEAK_VOICE_{language.upper()}); see `espeak-ng --voices`")
 
+    def words_per_minute(self, rate: float) -> int:
+        """ESPEAK_RATE_WPM scaled by the request's rate, within what espeak-ng can do (it would clamp
+        silently)."""
+        return max(MIN_WPM, min(MAX_WPM, round(self.rate_wpm * rate)))
+
+    def voice_list(self) -> list[VoiceEntry]:
+        """Its variants, each applied to both languages' voices (ESPEAK_VOICE_FA / _EN)."""
+        return [VoiceEntry(tts=self.name, voice=variant, languages=["fa", "en"]) for variant in sorted(self.variants)]
+
     def check_voice(self, voice: str | None) -> None:
         if voice is not None and voice not in self.variants:
             raise UnknownVoice(f"espeak-ng has no voice variant '{voice}'; try one of "
                                f"{', '.join(sorted(self.variants)[:8])}, … (`espeak-ng --voices=variant`)")
 
-    def synthesize(self, text: str, language: Language, voice: str | None = None) -> Speech:
+    def synthesize(self, text: str, language: Language, voice: str | None = None, *, rate: float = 1.0) -> Speech:
         self.check_voice(voice)
         espeak_voice = self.voices[language] + (f"+{voice}" if voice else "")
         try:
-            spoken = self.library.synthesize(text, espeak_voice, rate_wpm=self.rate_wpm, pitch=self.pitch,
+            spoken = self.library.synthesize(text, espeak_voice, rate_wpm=self.words_per_minute(rate), pitch=self.pitch,
                                              timeout_s=self.timeout_s)
         except EspeakLibraryError as error:
             raise TtsFailure(str(error)) from error

@@ -7,6 +7,7 @@ import numpy as np
 import openai
 
 from processors.tts.engines.base import EngineConfigError, Language, Speech, TtsFailure
+from schemas.status import VoiceEntry
 
 PCM_RATE = 24_000  # `response_format="pcm"` is 24 kHz, 16-bit little-endian, mono
 _READ_BYTES = 8192
@@ -32,12 +33,16 @@ class OpenAiEngine:
         self.client = openai.OpenAI(api_key=api_key, base_url=base_url or None, max_retries=max_retries,
                                     timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 5.0)))
 
+    def voice_list(self) -> list[VoiceEntry]:
+        """Only the configured voice: the server knows its others (a request may name any; the server judges)."""
+        return [VoiceEntry(tts=self.name, voice=self.voice, languages=["fa", "en"], default=True)]
+
     def check_voice(self, voice: str | None) -> None:
         """Voice names differ between OpenAI and compatible servers: the server is the judge (a 400 fails it)."""
 
-    def synthesize(self, text: str, language: Language, voice: str | None = None) -> Speech:
+    def synthesize(self, text: str, language: Language, voice: str | None = None, *, rate: float = 1.0) -> Speech:
         try:
-            pcm = self._stream_pcm(text, voice or self.voice)
+            pcm = self._stream_pcm(text, voice or self.voice, rate)
         except openai.APIStatusError as error:
             raise TtsFailure(f"OpenAI TTS answered {error.status_code}: {_short(error.message)}") from error
         except openai.APITimeoutError as error:
@@ -50,10 +55,12 @@ class OpenAiEngine:
             raise TtsFailure("OpenAI TTS returned no audio")
         return Speech(pcm, PCM_RATE)
 
-    def _stream_pcm(self, text: str, voice: str) -> np.ndarray:
+    def _stream_pcm(self, text: str, voice: str, rate: float) -> np.ndarray:
         body = bytearray()
+        # `speed` only when asked: some OpenAI-compatible servers refuse fields they do not know.
         with self.client.audio.speech.with_streaming_response.create(
-            model=self.model, voice=voice, input=text, response_format="pcm"
+            model=self.model, voice=voice, input=text, response_format="pcm",
+            speed=rate if rate != 1.0 else openai.omit,
         ) as response:
             for chunk in response.iter_bytes(_READ_BYTES):
                 body.extend(chunk)

@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from infra.settings import Settings
-from processors.tts.engines.base import EngineConfigError, Language, TtsEngine
+from processors.tts.engines.base import EngineConfigError, Language, ListsVoices, TtsEngine
 from processors.tts.engines.espeak import EspeakEngine
 from processors.tts.engines.espeak_library import EspeakLibraryError, shared_library
+from schemas.status import VoiceEntry
 
 ENGINE_NAMES = ("espeak", "openai", "piper")
 ALL_LANGUAGES: tuple[Language, ...] = ("fa", "en")
@@ -41,6 +42,11 @@ class EngineSet:
             return preferred
         return next((engine for engine in self.engines.values() if language in engine.languages), None)
 
+    def voice_list(self) -> list[VoiceEntry]:
+        """Every backend's voices, default backend first (what the heartbeats announce)."""
+        return [entry for engine in self.engines.values() if isinstance(engine, ListsVoices)
+                for entry in engine.voice_list()]
+
     def uncovered_languages(self) -> list[Language]:
         return [language for language in ALL_LANGUAGES
                 if not any(language in engine.languages for engine in self.engines.values())]
@@ -59,10 +65,11 @@ def build_engine(name: str, settings: Settings) -> TtsEngine:
                             base_url=settings.openai_base_url, timeout_s=settings.openai_timeout_s,
                             max_retries=settings.openai_max_retries)
     if name == "piper":
-        from processors.tts.engines.piper import PiperEngine
+        from processors.tts.engines.piper import build_piper
 
-        return PiperEngine(settings.piper_model, threads=settings.piper_threads,
-                           cache_dir=settings.data_dir / "models" / "piper")
+        return build_piper(settings.piper_voice_folder, settings.piper_model,
+                           defaults={"fa": settings.piper_voice_fa, "en": settings.piper_voice_en},
+                           threads=settings.piper_threads, cache_dir=settings.data_dir / "models" / "piper")
     raise EngineConfigError(f"unknown TTS engine '{name}'; known: {', '.join(ENGINE_NAMES)}")
 
 

@@ -19,7 +19,9 @@ AMBIGUOUS_PERSIAN_MONTHS = frozenset({"تیر", "مهر", "دی", "مه"})
 PERSIAN_DATE_CUES = frozenset({
     "روز", "تاریخ", "شنبه", "یکشنبه", "یک‌شنبه", "دوشنبه", "سه‌شنبه", "چهارشنبه", "پنجشنبه", "پنج‌شنبه", "جمعه",
 })
+# Short month names written without a dot ("Jan 5, 2024"): months only beside a day, where they are said in full.
+ENGLISH_SHORT_MONTHS = {name[:3]: index for index, name in enumerate(ENGLISH_MONTHS) if len(name) > 3} | {"Sept": 8}
 # English month names that are also common words ("May I", "March on") count only when capitalised.
 ENGLISH_MONTHS_BY_NAME = {name: index for index, name in enumerate(ENGLISH_MONTHS)} | {
     name[:3] + ".": index for index, name in enumerate(ENGLISH_MONTHS)
-}
+} | {"Sept.": 8} | ENGLISH_SHORT_MONTHS

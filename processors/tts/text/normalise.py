@@ -15,6 +15,14 @@ _INVISIBLE_RE = re.compile("[\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\
 _WHITESPACE_RE = re.compile(r"\s+")
 _LEADING_SPACE_RE = re.compile(r"^\s+")
 _TRAILING_SPACE_RE = re.compile(r"\s+$")
+# Short-vowel marks (fatha, damma, kasra), tanvin and sukun are kept: espeak-ng's Persian phonemiser, which the
+# piper fa_IR voices use too, reads them, and they are the only way a writer can mark an ezafe it does not add
+# by itself ("کتابِ خوب" → ketɑbe xuːb; unmarked "کتاب خوب" → ketɑb xuːb). The shadda is dropped: espeak-ng
+# says it as the word "tashdid" (مُحَمَّد → mohamatæʃdid), while its dictionary doubles the consonant anyway.
+SHADDA = "\u0651"
+# The ezafe written on a final heh: hazm drops the combining hamza of "هٔ" (leaving a bare ه, ezafe lost) but
+# keeps the precomposed "ۀ", which espeak-ng reads as -eje: compose it first.
+_HEH_WITH_HAMZA_RE = re.compile("\u0647\u0654")
 
 
 def strip_invisible(text: str) -> str:
@@ -35,18 +43,20 @@ def persian_normalizer() -> Normalizer:
     """hazm's Normalizer takes seconds to build (it loads word and verb lists): build it once per process."""
     from hazm import Normalizer
 
-    return Normalizer()
+    return Normalizer(remove_diacritics=False)
 
 
 @lru_cache(maxsize=4096)
 def normalise_persian(text: str) -> str:
-    """hazm normalisation (ي/ك → ی/ک, ZWNJ and spacing fixes, no diacritics), keeping edge whitespace.
+    """hazm normalisation (ي/ك → ی/ک, ZWNJ and spacing fixes; short-vowel marks kept, shadda dropped), keeping
+    edge whitespace.
 
     hazm trims the text it is given; callers normalise the stretches between numbers, Latin words and URLs
     separately, so the gap to the neighbouring stretch has to survive. Cached because short stretches such
     as " و " or " درصد " repeat across requests.
     """
-    normalised = str(persian_normalizer().normalize(text)).strip()
+    composed = _HEH_WITH_HAMZA_RE.sub("\u06c0", text)
+    normalised = str(persian_normalizer().normalize(composed)).replace(SHADDA, "").strip()
     leading = _LEADING_SPACE_RE.match(text)
     trailing = _TRAILING_SPACE_RE.search(text)
     prefix = collapse_whitespace(leading.group()) if leading else ""

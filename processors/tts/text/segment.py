@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from processors.tts.text.months import ENGLISH_MONTHS_BY_NAME, PERSIAN_MONTHS
 from processors.tts.text.tokens import Token, TokenKind
 from processors.tts.text.verbalise import is_speakable, needs_spoken_gap
 
@@ -22,7 +23,8 @@ CONJUNCTIONS = frozenset(
 _SHORTEST_PHRASE_SHARE = 3
 # Closing quotes and brackets belong to the sentence they close: a cut goes after them, not before.
 _CLOSERS = frozenset("»)]}\"'”’›")
-_NUMBER_KINDS = frozenset({TokenKind.NUMBER, TokenKind.ORDINAL, TokenKind.DAY})
+_NUMBER_KINDS = frozenset({TokenKind.NUMBER, TokenKind.ORDINAL, TokenKind.DAY, TokenKind.DAY_BEFORE_MONTH})
+_DAY_KINDS = frozenset({TokenKind.DAY, TokenKind.DAY_BEFORE_MONTH})
 
 
 class Boundary(IntEnum):
@@ -144,6 +146,8 @@ def _boundary_at(tokens: Sequence[Token], index: int) -> Boundary:
         return Boundary.NONE
     if "\n" in tokens[index].text:
         return Boundary.SENTENCE
+    if _joins_day_and_month(tokens, index):
+        return Boundary.NONE  # "January | fifteenth" said as two pieces sounds like two sentences
     previous = _last_meaningful_before(tokens, index)
     if previous is not None and previous.kind is TokenKind.PUNCTUATION:
         if previous.text in SENTENCE_ENDS:
@@ -153,6 +157,18 @@ def _boundary_at(tokens: Sequence[Token], index: int) -> Boundary:
     if index + 1 < len(tokens) and tokens[index + 1].text.lower() in CONJUNCTIONS:
         return Boundary.PHRASE
     return Boundary.WORD
+
+
+def _joins_day_and_month(tokens: Sequence[Token], index: int) -> bool:
+    """The space of "January 15" / "15 January" / "۱۲ اردیبهشت": a day and its month stay in one piece."""
+    if index == 0 or index + 1 >= len(tokens):
+        return False
+    before, after = tokens[index - 1], tokens[index + 1]
+    return (before.kind in _DAY_KINDS and _is_month(after)) or (_is_month(before) and after.kind in _DAY_KINDS)
+
+
+def _is_month(token: Token) -> bool:
+    return token.kind is TokenKind.MONTH or token.text in ENGLISH_MONTHS_BY_NAME or token.text in PERSIAN_MONTHS
 
 
 def _separates_numbers(tokens: Sequence[Token], index: int) -> bool:

@@ -19,6 +19,7 @@ from processors.tts.text.language import (
 from processors.tts.text.months import (
     AMBIGUOUS_PERSIAN_MONTHS,
     ENGLISH_MONTHS_BY_NAME,
+    ENGLISH_SHORT_MONTHS,
     PERSIAN_DATE_CUES,
     PERSIAN_MONTHS,
 )
@@ -42,6 +43,8 @@ class TokenKind(Enum):
     ORDINAL = auto()
     PERSIAN_ORDINAL = auto()
     DAY = auto()  # a number that is the day of a month named next to it ("۱۲ اردیبهشت", "January 5")
+    DAY_BEFORE_MONTH = auto()  # an English day written before its month: "12 March" is "the twelfth of March"
+    MONTH = auto()  # a short English month name beside its day ("Jan 5"): said in full
     RANGE = auto()  # the dash of "۱۰-۱۵" / "1990–2000": said "تا" / "to"
     SLASHED_NUMBER = auto()
     NUMBER = auto()
@@ -143,13 +146,24 @@ def tokenise(text: str) -> list[Token]:
     return mark_number_ranges(mark_days_of_month(tokens))
 
 
+def url_host(url: str) -> str:
+    """The part of a URL that is said: its host without the scheme and ``www.`` ("https://www.irna.ir/a" → irna.ir)."""
+    host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", url, flags=re.IGNORECASE)
+    host = re.split(r"[/?#:]", host, maxsplit=1)[0]
+    return re.sub(r"^www\.", "", host, flags=re.IGNORECASE)
+
+
 def _protected_token(match: re.Match[str]) -> Token:
     """Numbers, Latin words, URLs and emoji: never shown to hazm, which would re-space or re-digit them."""
     group_name = match.lastgroup or ""
     kind = TokenKind[group_name.rsplit("_", 1)[0]]
     text = _INNER_SPACE_RE.sub(" ", match.group())
     # A unit symbol is Latin but is said in the language around it ("۱۲۰ km/h" → "… کیلومتر بر ساعت")
-    return Token(kind, text, None if kind is TokenKind.MEASURE else script_of(text))
+    if kind is TokenKind.MEASURE:
+        return Token(kind, text, None)
+    # A URL is said by its host, so the host's script picks the voice: a Persian path ("/wiki/تهران") must not
+    # hand "wikipedia dot org" to the Persian voice, which reads Latin letters as a Persian speaker cannot follow.
+    return Token(kind, text, script_of(url_host(text)) if kind is TokenKind.URL else script_of(text))
 
 
 def _plain_tokens(segment: str) -> list[Token]:
@@ -172,11 +186,18 @@ _DAY_DIGITS_RE = re.compile(f"^[{ANY_DIGIT}]{{1,2}}$")
 
 
 def mark_days_of_month(tokens: list[Token]) -> list[Token]:
-    """A number next to a month name is its day, read as an ordinal ("۱۲ اردیبهشت" → دوازدهم اردیبهشت)."""
+    """A number next to a month name is its day, read as an ordinal ("۱۲ اردیبهشت" → دوازدهم اردیبهشت); a short
+    English month beside it is said in full ("Jan 5" → January fifth)."""
     marked = list(tokens)
     for index, token in enumerate(tokens):
         if token.kind is TokenKind.NUMBER and _is_day_number(token.text) and _names_a_month_beside(tokens, index):
-            marked[index] = Token(TokenKind.DAY, token.text, None)
+            after = _neighbour(tokens, index, 1)
+            english_after = after is not None and tokens[after].text in ENGLISH_MONTHS_BY_NAME
+            kind = TokenKind.DAY_BEFORE_MONTH if english_after else TokenKind.DAY
+            marked[index] = Token(kind, token.text, None)
+            for month in (after, _neighbour(tokens, index, -1)):
+                if month is not None and tokens[month].text in ENGLISH_SHORT_MONTHS:
+                    marked[month] = Token(TokenKind.MONTH, tokens[month].text, "en")
     return marked
 
 
@@ -188,7 +209,7 @@ def _is_day_number(text: str) -> bool:
 
 
 _RANGE_DASHES = frozenset("-–")
-_RANGE_ENDS = frozenset({TokenKind.NUMBER, TokenKind.DAY})
+_RANGE_ENDS = frozenset({TokenKind.NUMBER, TokenKind.DAY, TokenKind.DAY_BEFORE_MONTH})
 
 
 def mark_number_ranges(tokens: list[Token]) -> list[Token]:
@@ -199,6 +220,9 @@ def mark_number_ranges(tokens: list[Token]) -> list[Token]:
         if (token.kind is TokenKind.PUNCTUATION and token.text in _RANGE_DASHES
                 and tokens[index - 1].kind in _RANGE_ENDS and tokens[index + 1].kind in _RANGE_ENDS):
             marked[index] = Token(TokenKind.RANGE, token.text, None)
+            end = tokens[index + 1]
+            if tokens[index - 1].kind is TokenKind.DAY and end.kind is TokenKind.NUMBER and _is_day_number(end.text):
+                marked[index + 1] = Token(TokenKind.DAY, end.text, None)  # "March 3-5": third to fifth
     return marked
 
 

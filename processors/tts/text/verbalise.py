@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 from processors.tts.text.abbreviations import expand_abbreviation
 from processors.tts.text.language import Language
-from processors.tts.text.months import ENGLISH_MONTHS, GREGORIAN_MONTHS_IN_PERSIAN, SOLAR_HIJRI_MONTHS
+from processors.tts.text.months import (
+    ENGLISH_MONTHS,
+    ENGLISH_SHORT_MONTHS,
+    GREGORIAN_MONTHS_IN_PERSIAN,
+    SOLAR_HIJRI_MONTHS,
+)
 from processors.tts.text.numbers import (
     LARGEST_NAMED,
     english_cardinal,
@@ -20,7 +25,7 @@ from processors.tts.text.numbers import (
     persian_fraction_digits,
     persian_ordinal,
 )
-from processors.tts.text.tokens import Token, TokenKind
+from processors.tts.text.tokens import Token, TokenKind, url_host
 from processors.tts.text.units import split_measure
 
 _TO_ASCII = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩٫−", "01234567890123456789.-", ",٬")
@@ -253,10 +258,7 @@ def _say_domain_part(part: str) -> str:
 
 def _say_url(text: str, language: Language) -> str:
     """Only the domain is said ("https://www.example.com/a?b" → "example dot com"): paths are noise aloud."""
-    host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", text, flags=re.IGNORECASE)
-    host = re.split(r"[/?#:]", host, maxsplit=1)[0]
-    host = re.sub(r"^www\.", "", host, flags=re.IGNORECASE)
-    return _say_domain_part(host)
+    return _say_domain_part(url_host(text))
 
 
 def _say_email(text: str, language: Language) -> str:
@@ -317,6 +319,15 @@ def _say_day(text: str, language: Language) -> str:
     return persian_ordinal(day) if language == "fa" else english_ordinal(day)
 
 
+def _say_day_before_month(text: str, language: Language) -> str:
+    day = int(to_ascii_digits(text))
+    return persian_ordinal(day) if language == "fa" else f"the {english_ordinal(day)} of"
+
+
+def _say_month(text: str, language: Language) -> str:
+    return ENGLISH_MONTHS[ENGLISH_SHORT_MONTHS[text]]
+
+
 def _say_punctuation(text: str, language: Language) -> str:
     words = _SYMBOL_WORDS.get(text)
     # Spaces around: a symbol written without them ("C++", "3+4") is still said as separate words
@@ -350,6 +361,8 @@ _SPEAKERS: dict[TokenKind, Callable[[str, Language], str]] = {
     TokenKind.DECADE: _say_decade,
     TokenKind.PERSIAN_ORDINAL: _say_persian_ordinal,
     TokenKind.DAY: _say_day,
+    TokenKind.DAY_BEFORE_MONTH: _say_day_before_month,
+    TokenKind.MONTH: _say_month,
     TokenKind.RANGE: _say_range,
     TokenKind.DATE: _say_date,
     TokenKind.TIME: _say_time,
