@@ -30,7 +30,7 @@ from gateway.routes.audit import audit_actor
 from gateway.services import Services
 from gateway.upload import UploadError, read_upload
 from gateway.voice import VoiceRefused, changed_default, default_for_avatar, parse_voice_choice
-from infra.audit import AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry
+from infra.audit import AVATAR_DELETE_REFUSED, AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry, AuditLog
 from infra.avatar_store import AvatarNotFound, AvatarRecord
 from infra.media_kind import SNIFF_BYTES, UnsupportedMedia, sniff_media_kind
 from infra.registration_jobs import JobStatus, RegistrationJobStore
@@ -252,12 +252,16 @@ async def change_default_voice(avatar_id: str, change: VoiceChoice, who: Caller,
     return avatar_info(changed)
 
 
-@router.delete("/avatar/{avatar_id}", summary="Delete an avatar and its cached face data everywhere")
+@router.delete("/avatar/{avatar_id}", summary="Delete an avatar and its cached face data everywhere",
+               responses={403: {"description": "a shared avatar and a user token (`forbidden`), or the bundled sample "
+                                               "and dev mode's tokenless caller (`sample_protected`)"}})
 async def delete_avatar(avatar_id: str, who: Caller, running: Running, registry: Registry,
                         request: Request) -> dict[str, Any]:
     record = await visible_record(avatar_id, who, running)
     if not who.may_manage(record.user_id):
         raise error(403, "forbidden", "The shared 'system' avatars are deleted with the admin token only.")
+    if avatar_id == running.settings.sample_avatar_id and who.anonymous:
+        await refuse_sample_deletion(record, who, request, running)
     audit = AuditEntry(AVATAR_DELETED, audit_actor(who, request), avatar_id=avatar_id,
                        subject_user_id=record.user_id, details={"name": record.name})
     try:
@@ -266,6 +270,16 @@ async def delete_avatar(avatar_id: str, who: Caller, running: Running, registry:
         raise not_found(avatar_id) from None
     notified = await asyncio.to_thread(registry.announce_invalidated, avatar_id, "deleted")
     return {"avatar_id": avatar_id, "deleted": True, "caches_notified": notified}
+
+
+async def refuse_sample_deletion(record: AvatarRecord, who: Principal, request: Request, running: Services) -> None:
+    """Dev mode's anonymous admin may not delete the bundled sample (the player opens it first); the attempt is
+    audited as refused, so the log never shows a deletion that did not happen."""
+    audit = AuditEntry(AVATAR_DELETE_REFUSED, audit_actor(who, request), avatar_id=record.avatar_id,
+                       subject_user_id=record.user_id, details={"name": record.name, "code": "sample_protected"})
+    await asyncio.to_thread(AuditLog(running.store.pool).write, audit)
+    raise error(403, "sample_protected", f"'{record.avatar_id}' is the bundled sample avatar: in dev mode only "
+                                         "a caller sending ADMIN_TOKEN may delete it.")
 
 
 @router.get("/avatar-registration", include_in_schema=False)
