@@ -4,6 +4,7 @@ cache status, and the registration page."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -32,10 +33,12 @@ from gateway.upload import UploadError, read_upload
 from gateway.voice import VoiceRefused, changed_default, default_for_avatar, parse_voice_choice
 from infra.audit import AVATAR_DELETE_REFUSED, AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry, AuditLog
 from infra.avatar_store import AvatarNotFound, AvatarRecord
+from infra.image_end import without_trailing_bytes
 from infra.media_kind import SNIFF_BYTES, UnsupportedMedia, sniff_media_kind
 from infra.registration_jobs import JobStatus, RegistrationJobStore
 from schemas.avatar import FaceFrame, VoiceChoice
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PAGE_FILES = {"registration.js": "text/javascript", "registration.css": "text/css"}
 _TEXT_FIELDS = frozenset({"avatar_name", "user_id", "description", "tts", "voice"})
@@ -77,6 +80,16 @@ def refusal_response(refused: RegistrationRefused) -> JSONResponse:
     return JSONResponse(refused.body, status_code=refused.status)
 
 
+def image_bytes(data: bytes) -> bytes:
+    """An image upload up to its end marker: a ZIP or script appended to a valid JPEG/PNG/GIF is never stored."""
+    if not data:
+        return data
+    kept = without_trailing_bytes(data, sniff_media_kind(data[:SNIFF_BYTES]))
+    if len(kept) < len(data):
+        log.info("bytes after the image's end marker dropped", extra={"dropped_bytes": len(data) - len(kept)})
+    return kept
+
+
 def _sniff_or_refuse(head: bytes) -> None:
     sniff_media_kind(head)  # raises UnsupportedMedia (unsupported_media_type / empty_file)
 
@@ -106,7 +119,7 @@ async def register(request: Request, who: Caller, running: Running, registry: Re
                                    text_fields=_TEXT_FIELDS, on_file_head=_sniff_or_refuse, head_bytes=SNIFF_BYTES)
         if not upload.has_file:
             raise RegistrationRefused(400, "missing_field", "The form field 'file' (the photo or video) is required.")
-        form = validate_request(upload.fields, bytes(upload.file), upload.filename)
+        form = validate_request(upload.fields, image_bytes(bytes(upload.file)), upload.filename)
         form = replace(form, default_voice=default_for_avatar(parse_voice_choice(upload.fields), running.settings))
         _check_may_register(who, form.user_id)
         if await asyncio.to_thread(running.store.name_taken, form.user_id, form.name):
