@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from infra.kafka import TopicAdmin, consumer_config, new_producer
 from infra.logging import TRACE_FIELDS, log_context, log_scope
+from infra.process_resources import gpu_status
 from infra.settings import Settings
 from processors.common import metrics
 from processors.common.broadcast import BroadcastListener
@@ -64,6 +65,8 @@ MAX_OPEN_PER_PARTITION = 16
 # A new message's first output is due this long after it is accepted: past it, it goes before lanes that are
 # merely busy, so new work cannot wait for ever behind sessions that are always due.
 FIRST_OUTPUT_BUDGET_S = 0.5
+# The processors whose models GPU_MEMORY_LIMIT is for: they report whether they run on the GPU (for /ready).
+GPU_SERVICES = frozenset({"lipsync"})
 Lane = tuple[int, bytes | None]  # partition and key: one session's messages, handled one after another
 
 
@@ -172,8 +175,9 @@ class KafkaApp:
 
     def _announce(self, ready: bool) -> None:
         extra = self.status_fields() if self.status_fields is not None else {}
+        gpu = gpu_status(configured=self.settings.gpu_memory_limit > 0) if self.name in GPU_SERVICES else None
         status = ServiceStatus(service=self.name, instance=self.instance, engine=self.engine, ready=ready,
-                               ts_ms=int(time.time() * 1000), metrics=metrics.snapshot(), **extra)
+                               ts_ms=int(time.time() * 1000), metrics=metrics.snapshot(), gpu=gpu, **extra)
         self._produce(Outgoing(self.settings.kafka_status_topic, self.name.encode(),
                                status.model_dump_json().encode()))
 
