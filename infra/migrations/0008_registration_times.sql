@@ -1,4 +1,4 @@
--- Registration time (issue 14; numbered 0008: 0007 is the idle-clips branch's): upload staged -> job finished, counted per outcome into fixed buckets as each job
+-- Registration time (issue 14): upload staged -> job finished, counted per outcome into fixed buckets as each job
 -- finishes, in the transaction that finishes it, so the figure is cumulative (a Prometheus histogram), survives
 -- the finished jobs' rows being forgotten after 15 minutes, and is the same whichever gateway /metrics asks.
 CREATE TABLE registration_time_buckets (
