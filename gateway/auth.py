@@ -17,6 +17,9 @@ from infra.settings import Settings
 class Principal:
     user_id: str | None  # None for the admin
     is_admin: bool
+    # Dev mode lets a caller without a token act as the admin; it is told apart from one holding ADMIN_TOKEN for
+    # what must survive any anonymous caller (the bundled sample avatar every new user opens first).
+    anonymous: bool = False
 
     def may_use(self, owner: str) -> bool:
         """Admins use every avatar; a user their own and the shared system ones."""
@@ -27,6 +30,7 @@ class Principal:
 
 
 ADMIN = Principal(user_id=None, is_admin=True)
+DEV_MODE_CALLER = Principal(user_id=None, is_admin=True, anonymous=True)
 
 
 class AuthError(HTTPException):
@@ -66,7 +70,7 @@ def principal_for(settings: Settings, token: str | None) -> Principal:
             return Principal(user_id=user_id, is_admin=False)
         raise AuthError("the token is invalid or expired")
     if settings.dev_mode:
-        return ADMIN
+        return DEV_MODE_CALLER
     raise AuthError("a bearer token is required (Authorization: Bearer <token>, or ?token= on WebSockets)")
 
 

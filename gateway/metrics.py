@@ -1,16 +1,25 @@
-"""The gateway's Prometheus metrics: latency to first chunk, sessions, chunks, errors by code."""
+"""The gateway's Prometheus metrics: latency to first chunk, sessions, chunks, errors by code; every service's
+memory and GPU (the processors' from their heartbeats); registration time (from PostgreSQL)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from psycopg_pool import ConnectionPool
 
 from consumers.session_reader import Chunk
 from gateway.status import ProcessorStatus
+from infra.process_resources import resource_families
+from infra.registration_jobs import registration_times
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -61,20 +70,24 @@ class LatencyWatch:
 
 
 class ProcessorMetrics(Collector):
-    """The processors' own metrics, from their latest heartbeats, labelled with service and instance."""
+    """The processors' own metrics, from their latest heartbeats, and this gateway's memory and GPU, labelled with
+    service and instance (one family per name, so the gateway's RSS and a processor's share one)."""
 
     def __init__(self) -> None:
         self.source: ProcessorStatus | None = None
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"  # as processors name theirs
 
     def collect(self) -> Iterator[Metric]:
         if self.source is None:
             return
         families: dict[str, Metric] = {}
-        for status in self.source.all_live():
-            for family in status.metrics:
+        reports = [("gateway", self.instance, resource_families()),
+                   *((status.service, status.instance, status.metrics) for status in self.source.all_live())]
+        for service, instance, reported in reports:
+            for family in reported:
                 metric = families.setdefault(family.name, Metric(family.name, family.help, family.kind))
                 for sample in family.samples:
-                    labels = {**sample.labels, "service": status.service, "instance": status.instance}
+                    labels = {**sample.labels, "service": service, "instance": instance}
                     metric.add_sample(sample.name, labels, sample.value)
         yield from families.values()
         cache = Metric("avatar_cache_hit_ratio", "lip-sync avatar cache hits / lookups", "gauge")
@@ -86,5 +99,30 @@ class ProcessorMetrics(Collector):
         yield cache
 
 
+class RegistrationTimeMetrics(Collector):
+    """Registration time, upload staged → job finished, per outcome: counted in PostgreSQL as each job finishes,
+    so every gateway shows the same cumulative histogram, whichever gateway took the upload."""
+
+    def __init__(self) -> None:
+        self.pool: ConnectionPool | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.pool is None:
+            return
+        try:
+            histograms = registration_times(self.pool)
+        except Exception as error:  # the database down: /metrics still answers, /ready says what is missing
+            log.warning("registration times unavailable", extra={"error": str(error)})
+            return
+        family = HistogramMetricFamily("avatar_registration_seconds", "upload staged → registration job finished "
+                                       "(queue, analysis, storing), by outcome", labels=["outcome"])
+        for times in histograms:
+            buckets = [("+Inf" if bound == float("inf") else repr(bound), count) for bound, count in times.buckets]
+            family.add_metric([times.outcome], buckets, times.seconds_sum)
+        yield family
+
+
 PROCESSOR_METRICS = ProcessorMetrics()
 REGISTRY.register(PROCESSOR_METRICS)
+REGISTRATION_TIMES = RegistrationTimeMetrics()
+REGISTRY.register(REGISTRATION_TIMES)

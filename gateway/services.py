@@ -49,6 +49,7 @@ class Services:
         services = cls(settings, admin, producer, stream, AvatarStore(pool, face_keyring(settings)), status,
                        sessions)
         metrics.PROCESSOR_METRICS.source = status
+        metrics.REGISTRATION_TIMES.pool = pool
         sessions.start_housekeeping()
         return services
 

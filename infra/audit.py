@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 ActorKind = Literal["admin", "user", "system"]
 AVATAR_REGISTERED = "avatar.registered"
 AVATAR_DELETED = "avatar.deleted"
+AVATAR_DELETE_REFUSED = "avatar.delete_refused"  # details name the refusal's code; nothing was deleted
 AVATAR_VOICE_CHANGED = "avatar.voice_changed"
 TOKEN_ISSUED = "token.issued"
 MAX_PAGE = 500

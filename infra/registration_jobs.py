@@ -4,6 +4,7 @@ gateway that took an upload, the worker that analyses it and the gateway a clien
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,6 +60,23 @@ class Attempt:
     form: JobForm
     attempts: int
     finished: bool  # an earlier attempt finished it: the message is a redelivery, nothing is left to do
+
+
+# Upper bounds (seconds) of the registration-time histogram: a photo takes about a second, a 30 s video a minute.
+REGISTRATION_TIME_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+
+
+@dataclass(frozen=True)
+class RegistrationTimes:
+    """One outcome's histogram: cumulative job counts at each upper bound (the last is +inf) and the sum."""
+
+    outcome: str
+    buckets: tuple[tuple[float, int], ...]
+    seconds_sum: float
+
+    @property
+    def count(self) -> int:
+        return self.buckets[-1][1]
 
 
 _STATUS_COLUMNS = "job_id, avatar_id, owner, state, stage, progress, attempts, result, error"
@@ -155,12 +173,40 @@ class RegistrationJobStore:
 
 def _finish(conn: psycopg.Connection[Any], job_id: str, state: JobState, *, result: dict[str, Any] | None = None,
             error: dict[str, Any] | None = None) -> None:
-    conn.execute("UPDATE registration_jobs SET state = %s, stage = %s, progress = CASE WHEN %s THEN 1 ELSE progress"
-                 " END, result = %s, error = %s, finished_at = now(), updated_at = now()"
-                 " WHERE job_id = %s AND finished_at IS NULL",
-                 (state, state, state == "done", None if result is None else Jsonb(result),
-                  None if error is None else Jsonb(error), job_id))
+    # clock_timestamp(), not now(): now() is when the transaction began, which for a done job is before the
+    # avatar's frames were written.
+    finished = conn.execute(
+        "UPDATE registration_jobs SET state = %s, stage = %s, progress = CASE WHEN %s THEN 1 ELSE progress"
+        " END, result = %s, error = %s, finished_at = clock_timestamp(), updated_at = clock_timestamp()"
+        " WHERE job_id = %s AND finished_at IS NULL"
+        " RETURNING extract(epoch FROM finished_at - created_at)::float8",
+        (state, state, state == "done", None if result is None else Jsonb(result),
+         None if error is None else Jsonb(error), job_id)).fetchone()
     conn.execute("DELETE FROM registration_uploads WHERE job_id = %s", (job_id,))
+    if finished is not None:  # counted once: a redelivered job that was already finished updates nothing
+        _count_time(conn, state, max(0.0, float(finished[0])))
+
+
+def _count_time(conn: psycopg.Connection[Any], outcome: str, seconds: float) -> None:
+    le = next(bound for bound in (*REGISTRATION_TIME_BUCKETS, math.inf) if seconds <= bound)
+    conn.execute("INSERT INTO registration_time_buckets AS b (outcome, le, jobs, seconds) VALUES (%s, %s, 1, %s)"
+                 " ON CONFLICT (outcome, le) DO UPDATE SET jobs = b.jobs + 1, seconds = b.seconds + excluded.seconds",
+                 (outcome, le, seconds))
+
+
+def registration_times(pool: ConnectionPool) -> list[RegistrationTimes]:
+    """Per outcome, the cumulative histogram of registration times (upload staged -> job finished)."""
+    with pool.connection() as conn:
+        rows = conn.execute("SELECT outcome, le, jobs, seconds FROM registration_time_buckets").fetchall()
+    out = []
+    for outcome in ("done", "failed"):
+        counts = {float(le): (int(jobs), float(seconds)) for name, le, jobs, seconds in rows if name == outcome}
+        running, buckets = 0, []
+        for bound in (*REGISTRATION_TIME_BUCKETS, math.inf):
+            running += counts.get(bound, (0, 0.0))[0]
+            buckets.append((bound, running))
+        out.append(RegistrationTimes(outcome, tuple(buckets), sum(seconds for _, seconds in counts.values())))
+    return out
 
 
 def _actor_json(actor: AuditActor) -> dict[str, Any]:

@@ -55,6 +55,16 @@ class VoiceEntry(BaseModel):
     default: bool = Field(False, description="spoken when a request names no voice (per language for piper)")
 
 
+class GpuStatus(BaseModel):
+    """Whether a processor runs its models on a GPU (ONNX Runtime's CUDA provider), and why not."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    configured: bool = Field(description="the processor's settings ask for a GPU (GPU_MEMORY_LIMIT set)")
+    in_use: bool = Field(description="the CUDA provider is loaded in the process")
+    reason: str | None = Field(None, description="not in use: why (what to install or check)")
+
+
 class ServiceStatus(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -67,3 +77,4 @@ class ServiceStatus(BaseModel):
     avatar_cache: AvatarCacheStats | None = None  # lip-sync workers only (additive: still v1)
     metrics: list[MetricFamily] = Field(default_factory=list)  # additive: still v1
     voices: list[VoiceEntry] = Field(default_factory=list)  # TTS processors only (additive: still v1)
+    gpu: GpuStatus | None = None  # the processors that can run on a GPU (lip-sync); additive: still v1

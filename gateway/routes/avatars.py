@@ -4,6 +4,7 @@ cache status, and the registration page."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -30,13 +31,15 @@ from gateway.routes.audit import audit_actor
 from gateway.services import Services
 from gateway.upload import UploadError, read_upload
 from gateway.voice import VoiceRefused, changed_default, check_listed, default_for_avatar, parse_voice_choice
-from infra.audit import AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry
+from infra.audit import AVATAR_DELETE_REFUSED, AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry, AuditLog
 from infra.avatar_store import AvatarNotFound, AvatarRecord
+from infra.image_end import without_trailing_bytes
 from infra.media_kind import SNIFF_BYTES, UnsupportedMedia, sniff_media_kind
 from infra.registration_jobs import JobStatus, RegistrationJobStore
 from schemas.avatar import FaceFrame, VoiceChoice
 from schemas.status import VoiceEntry
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PAGE_FILES = {"registration.js": "text/javascript", "registration.css": "text/css"}
 _TEXT_FIELDS = frozenset({"avatar_name", "user_id", "description", "tts", "voice"})
@@ -78,6 +81,16 @@ def refusal_response(refused: RegistrationRefused) -> JSONResponse:
     return JSONResponse(refused.body, status_code=refused.status)
 
 
+def image_bytes(data: bytes) -> bytes:
+    """An image upload up to its end marker: a ZIP or script appended to a valid JPEG/PNG/GIF is never stored."""
+    if not data:
+        return data
+    kept = without_trailing_bytes(data, sniff_media_kind(data[:SNIFF_BYTES]))
+    if len(kept) < len(data):
+        log.info("bytes after the image's end marker dropped", extra={"dropped_bytes": len(data) - len(kept)})
+    return kept
+
+
 def _sniff_or_refuse(head: bytes) -> None:
     sniff_media_kind(head)  # raises UnsupportedMedia (unsupported_media_type / empty_file)
 
@@ -107,7 +120,7 @@ async def register(request: Request, who: Caller, running: Running, registry: Re
                                    text_fields=_TEXT_FIELDS, on_file_head=_sniff_or_refuse, head_bytes=SNIFF_BYTES)
         if not upload.has_file:
             raise RegistrationRefused(400, "missing_field", "The form field 'file' (the photo or video) is required.")
-        form = validate_request(upload.fields, bytes(upload.file), upload.filename)
+        form = validate_request(upload.fields, image_bytes(bytes(upload.file)), upload.filename)
         form = replace(form, default_voice=default_for_avatar(parse_voice_choice(upload.fields), running.settings))
         check_listed(form.default_voice, listed_voices(running))
         _check_may_register(who, form.user_id)
@@ -273,12 +286,16 @@ async def change_default_voice(avatar_id: str, change: VoiceChoice, who: Caller,
     return avatar_info(changed)
 
 
-@router.delete("/avatar/{avatar_id}", summary="Delete an avatar and its cached face data everywhere")
+@router.delete("/avatar/{avatar_id}", summary="Delete an avatar and its cached face data everywhere",
+               responses={403: {"description": "a shared avatar and a user token (`forbidden`), or the bundled sample "
+                                               "and dev mode's tokenless caller (`sample_protected`)"}})
 async def delete_avatar(avatar_id: str, who: Caller, running: Running, registry: Registry,
                         request: Request) -> dict[str, Any]:
     record = await visible_record(avatar_id, who, running)
     if not who.may_manage(record.user_id):
         raise error(403, "forbidden", "The shared 'system' avatars are deleted with the admin token only.")
+    if avatar_id == running.settings.sample_avatar_id and who.anonymous:
+        await refuse_sample_deletion(record, who, request, running)
     audit = AuditEntry(AVATAR_DELETED, audit_actor(who, request), avatar_id=avatar_id,
                        subject_user_id=record.user_id, details={"name": record.name})
     try:
@@ -287,6 +304,16 @@ async def delete_avatar(avatar_id: str, who: Caller, running: Running, registry:
         raise not_found(avatar_id) from None
     notified = await asyncio.to_thread(registry.announce_invalidated, avatar_id, "deleted")
     return {"avatar_id": avatar_id, "deleted": True, "caches_notified": notified}
+
+
+async def refuse_sample_deletion(record: AvatarRecord, who: Principal, request: Request, running: Services) -> None:
+    """Dev mode's anonymous admin may not delete the bundled sample (the player opens it first); the attempt is
+    audited as refused, so the log never shows a deletion that did not happen."""
+    audit = AuditEntry(AVATAR_DELETE_REFUSED, audit_actor(who, request), avatar_id=record.avatar_id,
+                       subject_user_id=record.user_id, details={"name": record.name, "code": "sample_protected"})
+    await asyncio.to_thread(AuditLog(running.store.pool).write, audit)
+    raise error(403, "sample_protected", f"'{record.avatar_id}' is the bundled sample avatar: in dev mode only "
+                                         "a caller sending ADMIN_TOKEN may delete it.")
 
 
 @router.get("/avatar-registration", include_in_schema=False)

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from infra.kafka import TopicAdmin, consumer_config, new_producer
 from infra.logging import TRACE_FIELDS, log_context, log_scope
+from infra.process_resources import gpu_status
 from infra.settings import Settings
 from processors.common import metrics
 from processors.common.batching import BatchRunner, Shared, run_shared
@@ -74,6 +75,8 @@ DEFAULT_BATCH_HORIZON_S = 0.5
 # and the client's network (the scheduler charges the render itself as the running mean of a step).
 DELIVERY_MARGIN_S = 0.1
 STEP_COST_WEIGHT = 0.1  # of the newest step in the running mean: about the last ten steps count
+# The processors whose models GPU_MEMORY_LIMIT is for: they report whether they run on the GPU (for /ready).
+GPU_SERVICES = frozenset({"lipsync"})
 Lane = tuple[int, bytes | None]  # partition and key: one session's messages, handled one after another
 
 
@@ -202,8 +205,9 @@ class KafkaApp:
 
     def _announce(self, ready: bool) -> None:
         extra = self.status_fields() if self.status_fields is not None else {}
+        gpu = gpu_status(configured=self.settings.gpu_memory_limit > 0) if self.name in GPU_SERVICES else None
         status = ServiceStatus(service=self.name, instance=self.instance, engine=self.engine, ready=ready,
-                               ts_ms=int(time.time() * 1000), metrics=metrics.snapshot(), **extra)
+                               ts_ms=int(time.time() * 1000), metrics=metrics.snapshot(), gpu=gpu, **extra)
         self._produce(Outgoing(self.settings.kafka_status_topic, self.name.encode(),
                                status.model_dump_json().encode()))
 

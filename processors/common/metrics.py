@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from infra.process_resources import resource_families
 from schemas.status import MetricFamily, MetricSample
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -38,10 +39,11 @@ def observe_stage(stage: str, seconds: float) -> None:
 
 
 def snapshot() -> list[MetricFamily]:
-    """Every metric of this process, as plain data for the heartbeat."""
+    """Every metric of this process, its memory and GPU included, as plain data for the heartbeat."""
     return [
-        MetricFamily(name=family.name, kind=family.type, help=family.documentation,
-                     samples=[MetricSample(name=s.name, labels=dict(s.labels), value=s.value)
-                              for s in family.samples])
-        for family in REGISTRY.collect()
+        *(MetricFamily(name=family.name, kind=family.type, help=family.documentation,
+                       samples=[MetricSample(name=s.name, labels=dict(s.labels), value=s.value)
+                                for s in family.samples])
+          for family in REGISTRY.collect()),
+        *resource_families(),
     ]

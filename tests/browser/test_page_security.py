@@ -71,6 +71,10 @@ def test_the_registration_page_previews_a_chosen_file_under_the_policy(strict_pa
     poll(strict_page, "() => { const t = document.getElementById('drop-thumb');"
                " return t.src.startsWith('blob:') && t.complete && t.naturalWidth === 256; }",
          10)  # the blob: thumbnail was allowed to load
+    poll(strict_page, "() => window.avatarRegistration.listed !== null", 10)  # the user's avatars were fetched
+    strict_page.click("#ui-language")
+    poll(strict_page, "() => document.documentElement.dir === 'rtl'"
+                      " && document.querySelector('h1').textContent === 'ثبت آواتار'", 5)
     assert not refused, refused
 
 

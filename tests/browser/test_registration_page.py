@@ -109,3 +109,89 @@ def test_submitting_without_a_file_asks_for_one(page: Page, stack: RunningStack)
     fill_form(page, "no file")
     page.click("#submit")
     assert page.inner_text("#error-code") == "missing_file"
+
+
+# --- the Persian interface, the user's avatars, names and file names in their order -------------------------
+
+
+def register_directly(stack: RunningStack, user_id: str, name: str) -> str:
+    photo = png_bytes(resized(np.asarray(data.astronaut()), (720, 720)))
+    response = httpx.post(f"{stack.http}/avatar/register", data={"avatar_name": name, "user_id": user_id},
+                          files={"file": ("face.png", photo, "image/png")}, timeout=60)
+    assert response.status_code == 201, response.text
+    return str(response.json()["avatar_id"])
+
+
+def test_the_language_button_turns_the_page_persian_and_right_to_left_and_is_remembered(
+        page: Page, stack: RunningStack) -> None:
+    open_page(page, stack)
+    assert page.eval_on_selector("html", "e => [e.lang, e.dir]") == ["en", "ltr"]
+    page.click("#ui-language")
+    assert page.eval_on_selector("html", "e => [e.lang, e.dir]") == ["fa", "rtl"]
+    assert page.inner_text("h1") == "ثبت آواتار" and page.inner_text("#submit") == "ثبت"
+    assert page.get_attribute("#avatar-name", "placeholder") == "مثلاً سارا — Sara"
+    assert page.inner_text("#ui-language") == "English"
+    # The form's start edge is on the right: the name field's label starts at the panel's right side.
+    label = page.eval_on_selector("label", "e => { const r = e.getBoundingClientRect(), s = e.querySelector('span')"
+                                  ".getBoundingClientRect(); return [r.right - s.right, s.left - r.left]; }")
+    assert label[0] < label[1]
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.eval_on_selector("html", "e => e.dir") == "rtl", "the choice is remembered"
+    page.click("#ui-language")
+    assert page.inner_text("h1") == "Register an avatar" and page.eval_on_selector("html", "e => e.dir") == "ltr"
+
+
+def test_the_users_avatars_are_listed_and_deleted_from_the_page(page: Page, stack: RunningStack) -> None:
+    user_id = f"lister-{uuid.uuid4().hex[:6]}"
+    kept, gone = (register_directly(stack, user_id, name) for name in ("مریم", "Zoe"))
+    open_page(page, stack)
+    page.fill("#user-id", user_id)
+    page.press("#user-id", "Tab")  # the change event reloads the list
+    page.wait_for_function("n => document.querySelectorAll('#avatar-list li').length === n", arg=2)
+    names = page.eval_on_selector_all("#avatar-list .avatar-name", "els => els.map(e => e.textContent)")
+    assert sorted(names) == ["Zoe", "مریم"] and page.inner_text("#mine-user") == user_id
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"#avatar-list li[data-avatar-id='{gone}'] button.delete")
+    page.wait_for_function("n => document.querySelectorAll('#avatar-list li').length === n", arg=1)
+    assert page.inner_text("#mine-status") == "Deleted “Zoe”."
+    assert httpx.get(f"{stack.http}/avatar/{gone}/info").status_code == 404
+    assert httpx.get(f"{stack.http}/avatar/{kept}/info").status_code == 200
+    page.once("dialog", lambda dialog: dialog.dismiss())  # cancelled: nothing is deleted
+    page.click(f"#avatar-list li[data-avatar-id='{kept}'] button.delete")
+    assert httpx.get(f"{stack.http}/avatar/{kept}/info").status_code == 200
+
+
+# Where each of two elements' text sits on the line: [left, right] of each, and of the first and last
+# character of the second, so an isolate's inner order is checked too.
+BOXES = """([first, second]) => {
+  const box = (id) => document.getElementById(id).getBoundingClientRect();
+  const charBox = (id, index) => { const node = document.getElementById(id).firstChild, range = document.createRange();
+    range.setStart(node, index); range.setEnd(node, index + 1); return range.getBoundingClientRect(); };
+  const text = document.getElementById(second).textContent;
+  return { first: [box(first).left, box(first).right], second: [box(second).left, box(second).right],
+           secondFirstChar: charBox(second, 0).left, secondLastChar: charBox(second, text.length - 1).left };
+}"""
+
+
+def test_a_persian_name_beside_a_file_name_keeps_both_in_reading_order(page: Page, stack: RunningStack) -> None:
+    # A name ending in digits and a file name starting with them: without isolation the digits of both join
+    # the name's right-to-left run and the file name's "3" lands on the wrong side.
+    open_page(page, stack)
+    name = f"سارا {uuid.uuid4().int % 90 + 10}"
+    fill_form(page, name)
+    photo = png_bytes(resized(np.asarray(data.astronaut()), (720, 720)))
+    drop_file(page, "3-portrait.png", "image/png", photo)
+    page.click("#submit")
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    assert page.inner_text("#result-name") == name and page.inner_text("#result-file") == "3-portrait.png"
+    ltr = page.evaluate(BOXES, ["result-name", "result-file"])
+    assert ltr["first"][1] <= ltr["second"][0], "left to right: the name, then the file name"
+    assert ltr["secondFirstChar"] < ltr["secondLastChar"], "the file name reads left to right, '3' first"
+    page.click("#ui-language")
+    rtl = page.evaluate(BOXES, ["result-name", "result-file"])
+    assert rtl["first"][0] >= rtl["second"][1], "right to left: the name, then (to its left) the file name"
+    assert rtl["secondFirstChar"] < rtl["secondLastChar"], "the file name still reads left to right"
+    files = page.evaluate(BOXES, ["file-name-text", "file-size"])
+    assert files["first"][0] >= files["second"][1], "in Persian the size follows the file name, to its left"
+    assert page.eval_on_selector("#result-name", "e => getComputedStyle(e).unicodeBidi") == "isolate"

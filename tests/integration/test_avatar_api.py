@@ -40,6 +40,7 @@ from schemas.avatar_events import AvatarInvalidated
 from tests.gateway_server import serve_gateway
 from tests.integration.stack import TEST_FACE_DATA_KEYS, RunningStack
 from tests.unit.face_fixtures import astronaut_photo
+from tests.unit.test_image_end import zip_payload
 from tests.unit.test_registration_analysis import HEAD_CROP
 from tests.unit.test_registration_media import png_bytes, png_header_only, resized, video_bytes
 
@@ -129,6 +130,17 @@ def test_photo_registers_with_201_its_report_and_warnings_and_is_then_listed_and
     assert info["quality_report"] == body["report"]
     listed = admin.get("/avatar/list", params={"user_id": "alice"}).json()["avatars"]
     assert avatar_id in [a["avatar_id"] for a in listed]
+
+
+def test_a_jpeg_with_a_zip_appended_registers_and_only_the_jpeg_is_stored(
+        admin: httpx.Client, store: AvatarStore) -> None:
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(np.asarray(data.astronaut()), cv2.COLOR_RGB2BGR))
+    assert ok
+    photo, payload = encoded.tobytes(), zip_payload()
+    response = register(admin, photo + payload, filename="face.jpg")
+    assert response.status_code == 201, response.text
+    stored = store.source(response.json()["avatar_id"])
+    assert stored == photo and b"PK\x03\x04" not in stored and b"payload.sh" not in stored
 
 
 def test_preview_is_the_first_frame_as_jpeg_with_the_face_box_drawn(admin: httpx.Client, astronaut_png: bytes) -> None:
