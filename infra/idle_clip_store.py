@@ -11,6 +11,13 @@ from infra.avatar_store import AvatarRecord
 from infra.crypto import FaceKeyring
 
 CLIP_COLUMN = "idle_clip"  # what the clip's ciphertext is bound to (infra/crypto.py associated data)
+# The idle-clip side of a lip-sync worker heartbeats (and names its consumer group) as this plus its engine.
+WORKER_SERVICE_PREFIX = "lipsync-idle-"
+
+
+def worker_service(engine: str) -> str:
+    """The service name of an engine's idle-clip renderers (``avatar-<it>`` is their consumer group)."""
+    return f"{WORKER_SERVICE_PREFIX}{engine}"
 
 
 def avatar_version(record: AvatarRecord) -> str:

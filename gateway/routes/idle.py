@@ -12,11 +12,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.deps import Caller, Running
-from gateway.idle_clips import IDLE_CLIP_PATH, IdleClips
+from gateway.idle_clips import IDLE_CLIP_PATH, IdleClips, serving_engine
 from gateway.routes.avatars import visible_record
 from gateway.routes.process import ErrorBody
 from gateway.services import Services
-from infra.idle_clip_store import IdleClipStore, avatar_version
+from infra.idle_clip_store import WORKER_SERVICE_PREFIX, IdleClipStore, avatar_version
 from infra.kafka import new_producer
 
 MEDIA_TYPE = "video/mp4"
@@ -34,8 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     running: Services = app.state.services
     settings = running.settings
     app.state.idle_clips = clips = IdleClips(IdleClipStore(running.store.pool, running.store.keyring),
-                                             new_producer(settings), topic=settings.kafka_idle_clip_topic,
-                                             engine=settings.lipsync_engine)
+                                             new_producer(settings), topic=settings.kafka_idle_clip_topic)
     yield
     clips.close()
 
@@ -63,22 +62,30 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get(IDLE_CLIP_PATH, summary="The avatar's idle loop (mouth closed, a few seconds) as MP4",
             response_class=Response, responses=RESPONSES)
 async def idle_clip(avatar_id: str, request: Request, who: Caller, running: Running, clips: Clips) -> Response:
-    """Rendered by a lip-sync worker with the configured engine (``LIPSYNC_ENGINE``) once per avatar version,
-    stored in PostgreSQL, served from there (and this gateway's memory). Until it is rendered: 503
-    ``idle_clip_pending`` with ``Retry-After``; show the avatar's still meanwhile.
+    """Rendered by a lip-sync worker with the configured engine (``LIPSYNC_ENGINE``; if no worker of it runs but
+    another engine's do, theirs) once per avatar version, stored in PostgreSQL, served from there (and this
+    gateway's memory). Until it is rendered: 503 ``idle_clip_pending`` with ``Retry-After``; show the
+    avatar's still meanwhile.
 
     Loop it muted between utterances: its first and last frames join without a jump. The same ownership
     rules as ``/avatar/{id}/info`` apply.
     """
     record = await visible_record(avatar_id, who, running)
     version = avatar_version(record)
-    clip = clips.cached(avatar_id, version) or await asyncio.to_thread(clips.find, avatar_id, version)
+    engine = serving_engine(running.settings.lipsync_engine, rendering_engines(running))
+    clip = clips.cached(avatar_id, version, engine) or await asyncio.to_thread(clips.find, avatar_id, version, engine)
     if clip is None:
         return pending(avatar_id)
     headers = {"ETag": clip.etag, "Cache-Control": CACHE_CONTROL, "Accept-Ranges": "bytes"}
     if clip.etag in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
     return _ranged(clip.data, request.headers.get("range"), headers)
+
+
+def rendering_engines(running: Services) -> set[str]:
+    """The engines whose lip-sync workers render idle clips now (their heartbeats)."""
+    return {status.engine for status in running.status.all_live()
+            if status.service.startswith(WORKER_SERVICE_PREFIX) and status.engine}
 
 
 def pending(avatar_id: str) -> JSONResponse:

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from infra.avatar_store import AvatarNotFound, AvatarStore
 from infra.crypto import FaceDataDecryptionError
-from infra.idle_clip_store import IdleClipStore, StoredClip, avatar_version
+from infra.idle_clip_store import IdleClipStore, StoredClip, avatar_version, worker_service
 from infra.logging import log_scope
 from infra.settings import Settings
 from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing
@@ -175,7 +175,7 @@ class IdleClipWorker:
     def __init__(self, settings: Settings, engine: LipSyncEngine, avatars: AvatarStore, clips: IdleClipStore,
                  live: LiveActivity) -> None:
         self.renderer = IdleClipRenderer(settings, engine, avatars, clips, live)
-        self.app = KafkaApp(settings, name=f"lipsync-idle-{engine.name}", input_topic=settings.kafka_idle_clip_topic,
+        self.app = KafkaApp(settings, name=worker_service(engine.name), input_topic=settings.kafka_idle_clip_topic,
                             handler=self.renderer.handle, engine=engine.name)
         self.renderer.keep_alive = self.app.keep_alive
         self._thread: threading.Thread | None = None

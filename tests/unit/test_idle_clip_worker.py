@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.idle_clips import idle_clip_url
+from gateway.idle_clips import idle_clip_url, serving_engine
 from infra.avatar_store import AvatarRecord
 from infra.idle_clip_store import StoredClip, avatar_version
 from processors.common.kafka_app import Inbound, InvalidMessage, Outgoing
@@ -39,6 +39,12 @@ def test_the_etag_names_the_engine_the_renderer_and_the_avatar_version() -> None
 
 def test_the_clip_url_is_the_avatars_idle_mp4() -> None:
     assert idle_clip_url("sample") == "/avatar/sample/idle.mp4"
+
+
+def test_a_gateway_serves_its_engines_clips_unless_only_another_engine_renders_them() -> None:
+    assert serving_engine("embedded", []) == "embedded", "nothing heard yet: the configured engine"
+    assert serving_engine("embedded", ["embedded", "wav2lip"]) == "embedded"
+    assert serving_engine("embedded", ["wav2lip"]) == "wav2lip", "Wav2Lip workers only: their resting face"
 
 
 def test_a_request_round_trips_and_a_bad_one_is_refused_naming_what_is_wrong() -> None:
