@@ -1,27 +1,37 @@
-"""The gateway's idle clips: each avatar version's clip rendered once, in a thread, and kept in bounded memory."""
+"""The gateway's idle clips: read from PostgreSQL (the lip-sync workers render them), kept in bounded memory,
+and asked for on ``avatar.idle-clips`` when the configured engine has none of the avatar's current version."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
+import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Iterable
 
-from infra.avatar_store import AvatarRecord, AvatarStore
+from confluent_kafka import Producer
+
 from infra.bounded_cache import BoundedCache
-from processors.lipsync.idle_clip import IDLE_CLIP_FORMAT, IdleClip, render_idle_clip
+from infra.crypto import FaceDataDecryptionError
+from infra.idle_clip_store import IdleClipStore, StoredClip
+from schemas.idle_clip import IdleClipRequest
+
+log = logging.getLogger(__name__)
 
 IDLE_CLIP_PATH = "/avatar/{avatar_id}/idle.mp4"
 # A photo's 8 s clip is ~0.7 MB, a short video's less: this keeps the clips of about a hundred avatars.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_ENTRIES = 256
-# Rendering takes a core for about half a second; one at a time leaves the other core to the live traffic.
-CONCURRENT_RENDERS = 1
+# A missing clip is asked for again after this long (the request, or the worker that took it, may be lost);
+# meanwhile polls only read PostgreSQL.
+ASK_AGAIN_AFTER_S = 15.0
 
-Renderer = Callable[[str], IdleClip]
-ClipKey = tuple[str, str]
+
+def serving_engine(configured: str, rendering: Iterable[str]) -> str:
+    """Whose clips to serve: the configured ``LIPSYNC_ENGINE``'s, unless no worker of it renders clips while
+    another engine's do (a deployment that runs Wav2Lip workers only, with the gateway left at the default):
+    then that engine's, so the resting face is the one that speaks."""
+    live = set(rendering)
+    return configured if configured in live or not live else min(live)
 
 
 def idle_clip_url(avatar_id: str) -> str:
@@ -29,73 +39,73 @@ def idle_clip_url(avatar_id: str) -> str:
     return IDLE_CLIP_PATH.format(avatar_id=avatar_id)
 
 
-def avatar_version(record: AvatarRecord) -> str:
-    """Changes whenever the clip would: a new registration under the same id (a new ``created_at``), a new
-    face-data format, a new clip renderer."""
-    registered_us = round(record.created_at.timestamp() * 1_000_000)
-    return f"{IDLE_CLIP_FORMAT}.{record.face_data_version}.{registered_us}"
-
-
-# Added to the rendering thread's nice value: the clip is wanted soon, the live chunks of every session now.
-BACKGROUND_NICENESS = 10
-
-
-def store_renderer(store: AvatarStore, crf: int) -> Renderer:
-    """Loads the avatar's cached face data (no face detection) and renders its clip; blocking."""
-
-    def render(avatar_id: str) -> IdleClip:
-        return render_idle_clip(store.load_face_data(avatar_id), crf=crf)
-
-    return render
-
-
-def _run_in_background() -> None:
-    """Make the calling thread (and the encoder threads it will start) yield the CPU to everything else.
-
-    On Linux a thread's nice value is its own (setpriority on its thread id), and threads it creates inherit it;
-    raising it needs no privilege. The thread belongs to the clip renderer alone, so it never needs lowering back.
-    """
-    with contextlib.suppress(OSError):  # not permitted here: render at normal priority rather than not at all
-        thread_id = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread_id,
-                       min(19, os.getpriority(os.PRIO_PROCESS, thread_id) + BACKGROUND_NICENESS))
-
-
 class IdleClips:
-    """avatar_id → its current version's clip, least recently used out past ``max_bytes`` or ``max_entries``.
+    """(avatar_id, engine) → that engine's clip of the avatar's current version, least recently used out past
+    the bounds.
 
-    Concurrent requests for a clip not yet rendered share one rendering; a failed rendering is not cached,
-    so the next request tries again. A new version of an avatar replaces the old clip.
+    ``find`` is blocking (PostgreSQL and a Kafka produce): call it off the event loop.
     """
 
-    def __init__(self, render: Renderer, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        self._render = render
+    def __init__(self, store: IdleClipStore, producer: Producer, *, topic: str,
+                 max_bytes: int = DEFAULT_MAX_BYTES, max_entries: int = DEFAULT_MAX_ENTRIES,
+                 ask_again_after_s: float = ASK_AGAIN_AFTER_S) -> None:
+        self.store = store
+        self.producer = producer
+        self.topic = topic
         self.max_bytes = max_bytes
-        self.max_entries = max_entries
-        self._clips: BoundedCache[str, tuple[str, IdleClip]] = BoundedCache(
-            max_bytes, lambda entry: len(entry[1].data), max_entries=max_entries)
-        self._rendering: dict[ClipKey, asyncio.Task[IdleClip]] = {}
-        # Its own low-priority threads, so rendering never slows the to_thread work of live sessions.
-        self._renderers = ThreadPoolExecutor(CONCURRENT_RENDERS, thread_name_prefix="idle-clip",
-                                             initializer=_run_in_background)
+        self.ask_again_after_s = ask_again_after_s
+        self._clips: BoundedCache[tuple[str, str], StoredClip] = BoundedCache(
+            max_bytes, lambda clip: len(clip.data), max_entries=max_entries)
+        self._asked: dict[tuple[str, str], float] = {}  # (avatar, version) → when this gateway last asked
+        self._lock = threading.Lock()
+        self.requested = 0
 
-    async def get(self, avatar_id: str, version: str) -> IdleClip:
-        """The clip, rendered now (off the event loop) if it is not cached; raises what rendering raised."""
-        cached = self._clips.get(avatar_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        key = (avatar_id, version)
-        task = self._rendering.get(key)
-        if task is None:
-            task = asyncio.create_task(self._render_and_keep(key))
-            self._rendering[key] = task
-        # Shielded: a client that goes away does not cancel the rendering the others (or its retry) await.
-        return await asyncio.shield(task)
+    def cached(self, avatar_id: str, version: str, engine: str) -> StoredClip | None:
+        """The engine's clip from memory, if it is of ``version``."""
+        clip = self._clips.get((avatar_id, engine))
+        return clip if clip is not None and clip.avatar_version == version else None
+
+    def find(self, avatar_id: str, version: str, engine: str) -> StoredClip | None:
+        """The engine's clip of ``version`` from memory or PostgreSQL; None (and the workers asked to render it)
+        if there is none yet."""
+        clip = self.cached(avatar_id, version, engine)
+        if clip is not None:
+            return clip
+        try:
+            clip = self.store.load(avatar_id, engine)
+        except FaceDataDecryptionError as error:  # written under a key this gateway lacks: have it rendered again
+            log.warning("idle clip cannot be decrypted", extra={"avatar_id": avatar_id, "error": str(error)})
+            clip = None
+        if clip is not None and clip.avatar_version == version:
+            self._clips.put((avatar_id, engine), clip)
+            with self._lock:
+                self._asked.pop((avatar_id, version), None)
+            return clip
+        self._ask(avatar_id, version)
+        return None
+
+    def _ask(self, avatar_id: str, version: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._asked.get((avatar_id, version))
+            if last is not None and now - last < self.ask_again_after_s:
+                return
+            self._asked[(avatar_id, version)] = now
+            if len(self._asked) > 4 * DEFAULT_MAX_ENTRIES:  # forget old asks; the map stays small
+                for key in [key for key, at in self._asked.items() if now - at >= self.ask_again_after_s]:
+                    del self._asked[key]
+        request = IdleClipRequest(avatar_id=avatar_id, reason="missing", ts_ms=int(time.time() * 1000))
+        try:
+            self.producer.produce(self.topic, request.to_kafka(), key=avatar_id.encode())
+            self.producer.poll(0)
+            self.requested += 1
+        except Exception as error:  # BufferError, KafkaException: the next poll past the wait asks again
+            log.warning("idle clip request not sent", extra={"avatar_id": avatar_id, "error": str(error)})
+            with self._lock:
+                self._asked.pop((avatar_id, version), None)
 
     def close(self) -> None:
-        """Stop the rendering thread once the clip being rendered (if any) is done."""
-        self._renderers.shutdown(wait=False, cancel_futures=True)
+        self.producer.flush(5)
 
     @property
     def cached_bytes(self) -> int:
@@ -105,16 +115,8 @@ class IdleClips:
         return len(self._clips)
 
     def __contains__(self, key: object) -> bool:
-        """Whether the (avatar_id, version) clip is cached."""
-        if not (isinstance(key, tuple) and len(key) == 2):
+        """Whether the (avatar_id, version, engine) clip is cached."""
+        if not (isinstance(key, tuple) and len(key) == 3):
             return False
-        cached = self._clips.peek(key[0])
-        return cached is not None and cached[0] == key[1]
-
-    async def _render_and_keep(self, key: ClipKey) -> IdleClip:
-        try:
-            clip = await asyncio.get_running_loop().run_in_executor(self._renderers, self._render, key[0])
-        finally:
-            del self._rendering[key]
-        self._clips.put(key[0], (key[1], clip))
-        return clip
+        clip = self._clips.peek((key[0], key[2]))
+        return clip is not None and clip.avatar_version == key[1]

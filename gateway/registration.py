@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 
 from infra.audit import AuditActor
@@ -136,10 +137,19 @@ class Registrations:
         return self.jobs.status(job_id, kept_s=FINISHED_JOBS_KEPT_S)
 
     async def wait(self, job_id: str) -> JobStatus | None:
-        """The job once it finished, or as it is after REGISTRATION_WAIT_S."""
+        """The job once it finished, or as it is after REGISTRATION_WAIT_S.
+
+        A database outage meanwhile does not end the wait: the worker finishes the job once PostgreSQL is back,
+        and the poll reads it then (an outage that outlasts the wait is answered as the database being down)."""
         deadline = time.monotonic() + self.settings.registration_wait_s
         while True:
-            status = await asyncio.to_thread(self.job, job_id)
+            try:
+                status = await asyncio.to_thread(self.job, job_id)
+            except psycopg.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(POLL_EVERY_S)
+                continue
             if status is None or status.finished or time.monotonic() >= deadline:
                 return status
             await asyncio.sleep(POLL_EVERY_S)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -86,3 +88,35 @@ def open_pool(url: str, size: int, *, wait: bool = True, name: str = "avatar",
             pool.close()
             raise DatabaseError(f"cannot open a connection to {_redact(url)}: {error}") from error
     return pool
+
+
+# Backoff between attempts while the database is away: quick at first (a failover takes seconds), then capped.
+RETRY_FIRST_WAIT_S = 0.2
+RETRY_MAX_WAIT_S = 5.0
+
+
+def retry_while_unavailable[T](operation: Callable[[], T], *, what: str, give_up_after_s: float,
+                               while_waiting: Callable[[], None] = lambda: None,
+                               sleep: Callable[[float], None] = time.sleep) -> T:
+    """``operation()``, tried again with backoff for as long as it fails with a transient database error, for at
+    most ``give_up_after_s``; then that error is raised. ``while_waiting`` is called between attempts (a
+    processor's heartbeat). Only for operations that are safe to repeat (one transaction each)."""
+    deadline = time.monotonic() + give_up_after_s
+    wait = RETRY_FIRST_WAIT_S
+    announced = False
+    while True:
+        try:
+            result = operation()
+        except psycopg.OperationalError as error:
+            if time.monotonic() + wait > deadline:
+                raise
+            if not announced:
+                log.warning("database unavailable; retrying", extra={"operation": what, "error": str(error)[:300]})
+                announced = True
+            while_waiting()
+            sleep(wait)
+            wait = min(2 * wait, RETRY_MAX_WAIT_S)
+            continue
+        if announced:
+            log.info("database back", extra={"operation": what})
+        return result

@@ -147,7 +147,8 @@ class TopicAdmin:
         s = self.settings
         self.ensure([(s.kafka_requests_topic, s.kafka_partitions), (s.kafka_speech_topic, s.kafka_partitions),
                      (s.kafka_dlq_topic, 1), (s.kafka_status_topic, 1), (s.kafka_control_topic, 1),
-                     (s.kafka_avatar_invalidation_topic, 1), (s.kafka_registration_topic, s.kafka_partitions)])
+                     (s.kafka_avatar_invalidation_topic, 1), (s.kafka_registration_topic, s.kafka_partitions),
+                     (s.kafka_idle_clip_topic, s.kafka_partitions)])
 
     def ensure_session_topic(self, session_id: str) -> str:
         topic = self.settings.session_topic(session_id)

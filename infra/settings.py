@@ -277,6 +277,9 @@ class Settings(BaseSettings):
     kafka_avatar_invalidation_topic: str = Field("avatar.invalidations",
                                                  description="avatar deleted or replaced: every lip-sync instance "
                                                              "drops it from its cache")
+    kafka_idle_clip_topic: str = Field("avatar.idle-clips",
+                                       description="idle-clip requests (gateway, registration worker -> the "
+                                                   "lip-sync workers of each engine, at background priority)")
 
     @model_validator(mode="after")
     def _insightface_needs_a_model_pack(self) -> Settings:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from schemas import registration, requests, session, speech, websocket
+from schemas import idle_clip, registration, requests, session, speech, websocket
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
@@ -18,6 +18,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     return {
         "avatar.requests.v1.json": requests.TextRequest.model_json_schema(),
         "avatar.registrations.v1.json": registration.RegistrationJobMessage.model_json_schema(),
+        "avatar.idle-clips.v1.json": idle_clip.IdleClipRequest.model_json_schema(),
         "avatar.speech.v3.meta.json": speech.SpeechSegmentMeta.model_json_schema(),
         "avatar.speech.v4.error.json": speech.SpeechError.model_json_schema(),
         "avatar.session.v1.meta.json": TypeAdapter(session.SessionEventMeta).json_schema(),

@@ -363,30 +363,52 @@ class Connection {
 }
 
 /** The avatar's idle clip (``session_ready``'s idle_clip_url), looped muted over the speech video while nothing
- * is speaking. Fetched with the page's token into a blob, so the request carries the Authorization header; if it
- * cannot be loaded the element stays hidden and the still (the speech video's poster) shows instead. */
+ * is speaking. Fetched with the page's token into a blob, so the request carries the Authorization header. A
+ * lip-sync worker renders the clip; until it has, the gateway answers 503 ``idle_clip_pending`` with Retry-After:
+ * the still (the speech video's poster) shows meanwhile and the clip is asked for again after that wait. If it
+ * cannot be loaded at all the element stays hidden and the still stays. */
+const IDLE_CLIP_MAX_TRIES = 60;     // about two minutes of a pending clip, then the still for good
+const IDLE_CLIP_MAX_WAIT_S = 10;    // a longer Retry-After is shortened to this
 class IdleLoop {
   constructor(video, token) {
     this.video = video;
     this.token = token;          // () → the access token, read when the clip is fetched
     this.avatarId = null;
     this.objectUrl = null;
-    this.state = "none";         // none → loading → ready | failed
+    this.state = "none";         // none → loading (⇄ pending) → ready | failed
     this.generation = 0;         // a clip that arrives after another avatar was selected is dropped
+    this.retryTimer = null;
+    this.tries = 0;              // fetches of this avatar's clip so far
     video.addEventListener("error", () => this.fail());
   }
 
   /** Fetch and start looping ``url`` for ``avatarId``; a resumed session of the same avatar keeps its clip. */
   async load(avatarId, url) {
-    if (avatarId === this.avatarId && (this.state === "ready" || this.state === "loading")) return;
+    if (avatarId === this.avatarId && ["ready", "loading", "pending"].includes(this.state)) return;
     this.clear();
     if (!url) return;
     this.avatarId = avatarId;
+    this.tries = 0;
+    await this.fetchClip(url, this.generation);
+  }
+
+  async fetchClip(url, generation) {
     this.state = "loading";
-    const generation = this.generation;
+    this.tries += 1;
     try {
       const token = this.token();
       const response = await fetch(url, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+      if (generation !== this.generation) return;
+      if (response.status === 503 && this.tries < IDLE_CLIP_MAX_TRIES) {
+        const body = await response.json().catch(() => ({}));
+        if (generation !== this.generation) return;
+        if (body.code === "idle_clip_pending") {
+          this.state = "pending";
+          const wait = Math.min(IDLE_CLIP_MAX_WAIT_S, Math.max(0.5, Number(response.headers.get("Retry-After")) || 2));
+          this.retryTimer = setTimeout(() => this.fetchClip(url, generation), wait * 1000);
+          return;
+        }
+      }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const blob = await response.blob();
       if (generation !== this.generation) return;
@@ -420,6 +442,8 @@ class IdleLoop {
 
   clear() {
     this.generation += 1;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.avatarId = null;
     this.state = "none";
     this.video.hidden = true;

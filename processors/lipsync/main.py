@@ -11,7 +11,9 @@ from pydantic import ValidationError
 from infra.avatar_store import AvatarNotFound, AvatarStore
 from infra.crypto import FaceDataDecryptionError, face_keyring
 from infra.database import ensure_database, open_pool
+from infra.idle_clip_store import IdleClipStore
 from infra.logging import bind_log_context, configure_logging
+from infra.migrations import migrate
 from infra.settings import Settings, get_settings
 from processors.common import metrics
 from processors.common.batching import Shared
@@ -22,6 +24,7 @@ from processors.lipsync.core import AvatarUnavailable, LipSyncCore, UnknownAvata
 from processors.lipsync.engines.base import LipSyncEngine
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.engines.wav2lip import Wav2LipEngine, Wav2LipModelError
+from processors.lipsync.idle_clips import IdleClipWorker, LiveActivity
 from processors.lipsync.pacing import PlaybackDeadlines
 from processors.lipsync.progress import SessionTopicProgress
 from processors.lipsync.viseme_estimator import VisemeEstimator, VisemeEstimatorError
@@ -103,8 +106,11 @@ class LipSyncProcessor:
                                 unknown=UnknownPhonemes(count_unknown_phoneme),
                                 observe_source=count_articulation_source)
         self.control: ControlListener | None = None
+        self.live = LiveActivity()  # idle clips render in the pauses of the live requests (idle_clips.py)
+        self.idle_clips: IdleClipWorker | None = None
         self.app = KafkaApp(
-            settings, name="lipsync", input_topic=settings.kafka_speech_topic, handler=self.handle, engine=engine.name,
+            settings, name="lipsync", input_topic=settings.kafka_speech_topic, handler=self.live.track(self.handle),
+            engine=engine.name,
             status_fields=lambda: {"avatar_cache": self.cache.stats()},
             batch=self.core.render_batch, max_batch=batch_frames(settings, engine),
         )
@@ -137,6 +143,7 @@ class LipSyncProcessor:
 
 def create(settings: Settings) -> LipSyncProcessor:
     ensure_database(settings.database_url)
+    migrate(settings.database_url)  # the idle_clips table, if this worker starts before the others
     pool = open_pool(settings.database_url, settings.database_pool_size, name="lipsync",
                      acquire_timeout_s=settings.database_acquire_timeout_s)
     store = AvatarStore(pool, face_keyring(settings))
@@ -144,6 +151,8 @@ def create(settings: Settings) -> LipSyncProcessor:
     processor.app.admin.ensure_pipeline_topics()
     processor.control = ControlListener(settings, processor.interrupts).start()
     processor.invalidations = InvalidationListener(settings, processor.cache).start()
+    processor.idle_clips = IdleClipWorker(settings, processor.core.engine, store, IdleClipStore(pool, store.keyring),
+                                          processor.live).start()
     return processor
 
 
@@ -152,7 +161,11 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format, service="lipsync")
     processor = create(settings)
     log.info("lip-sync processor running", extra={"engine": processor.core.engine.name})
-    run_until_stopped(processor.app, [processor.control, processor.invalidations])
+    try:
+        run_until_stopped(processor.app, [processor.control, processor.invalidations])
+    finally:
+        if processor.idle_clips is not None:
+            processor.idle_clips.stop()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 from pydantic import ValidationError
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from infra.audit import AVATAR_REGISTERED, AuditEntry
 from infra.avatar_store import AvatarNameTaken, AvatarStore
 from infra.crypto import face_keyring
-from infra.database import ensure_database, open_pool
+from infra.database import ensure_database, open_pool, retry_while_unavailable
 from infra.logging import configure_logging, log_scope
 from infra.migrations import migrate
 from infra.registration_jobs import Attempt, RegistrationJobStore
@@ -27,11 +27,17 @@ from processors.registration.analyse import RegistrationLimits, default_analyser
 from processors.registration.faces import FaceAnalyser
 from processors.registration.insightface import InsightFaceAnalyser
 from processors.registration.sample import ensure_sample_avatar
+from schemas.idle_clip import IdleClipRequest
 from schemas.registration import RegistrationJobMessage
 
 log = logging.getLogger(__name__)
 FINISHED_JOBS_KEPT_S = 900.0  # a finished job answers polls this long (the gateway reads it with the same bound)
 PROGRESS_EVERY_S = 0.2  # progress rows written at most this often; a stage change is written at once
+# A job's writes are retried this long while PostgreSQL is away (a restart, a failover); past it the worker
+# exits with the job's offset uncommitted, so another worker (or this one, restarted) does the job again.
+DATABASE_RETRY_S = 600.0
+# After a progress write failed (the database is away), the analysis goes on without progress this long.
+PROGRESS_PAUSE_S = 2.0
 
 
 def create_analyser(settings: Settings) -> FaceAnalyser:
@@ -66,15 +72,20 @@ class ProgressWriter:
         self.job_id = job_id
         self.app = app
         self._last: tuple[str, float] = ("", 0.0)  # stage, when written
+        self._paused_until = 0.0  # no progress writes before this (the database was away)
 
     def __call__(self, state: core.ProgressState, stage: str, fraction: float) -> None:
         self.app.keep_alive()
         now = time.monotonic()
         last_stage, last_at = self._last
-        if stage == last_stage and now - last_at < PROGRESS_EVERY_S:
+        if (stage == last_stage and now - last_at < PROGRESS_EVERY_S) or now < self._paused_until:
             return
         self._last = (stage, now)
-        self.jobs.advance(self.job_id, state, stage, fraction)
+        try:
+            self.jobs.advance(self.job_id, state, stage, fraction)
+        except psycopg.OperationalError:
+            # Progress is for the progress bar only: the analysis goes on, and the job's end is retried.
+            self._paused_until = time.monotonic() + PROGRESS_PAUSE_S
 
 
 class RegistrationWorker:
@@ -92,10 +103,13 @@ class RegistrationWorker:
 
     def handle(self, message: Inbound) -> Iterator[Outgoing]:
         """One job, start to end, idempotently: a redelivered job that finished is left alone, one that did not
-        (its worker died) starts again from the staged upload, and the avatar commits with the job's end."""
+        (its worker died) starts again from the staged upload, and the avatar commits with the job's end.
+
+        Its database writes wait for PostgreSQL while it is away (``DATABASE_RETRY_S``): the handler does not
+        return meanwhile, so the job's offset is not committed before the job is finished."""
         job = parse_job(message.value)
         with log_scope(job_id=job.job_id, avatar_id=job.avatar_id):
-            attempt = self.jobs.start(job.job_id)
+            attempt = self._retried("start the job", lambda: self.jobs.start(job.job_id))
             if attempt is None or attempt.avatar_id != job.avatar_id:
                 raise InvalidMessage(f"no registration job '{job.job_id}' for avatar '{job.avatar_id}' is staged")
             if attempt.finished:
@@ -104,22 +118,32 @@ class RegistrationWorker:
             if attempt.attempts > 1:  # a worker died on it (``recovering`` alone also marks start-up's backlog)
                 log.warning("registration job started again", extra={"attempts": attempt.attempts})
             try:
-                self._run(job, attempt)
+                registered = self._run(job, attempt)
             except InvalidMessage:
                 raise
+            except psycopg.OperationalError as error:  # away for longer than the retries: leave the job unfinished
+                raise SystemExit(f"registration worker: PostgreSQL unavailable for {DATABASE_RETRY_S:.0f} s "
+                                 f"({error}); job '{job.job_id}' is left to the next worker") from None
             except Exception:
                 # The poll must end; the app then dead-letters the job with the exception as the reason.
                 self._fail(job.job_id, core.internal_error())
                 raise
-            self.jobs.forget_finished(FINISHED_JOBS_KEPT_S)
-        yield from ()
+            self._retried("forget finished jobs", lambda: self.jobs.forget_finished(FINISHED_JOBS_KEPT_S))
+        if registered:  # the lip-sync workers render its idle clip now, not when a player first asks
+            request = IdleClipRequest(avatar_id=job.avatar_id, reason="registered", ts_ms=int(time.time() * 1000))
+            yield Outgoing(self.settings.kafka_idle_clip_topic, job.avatar_id.encode(), request.to_kafka())
 
-    def _run(self, job: RegistrationJobMessage, attempt: Attempt) -> None:
+    def _retried[T](self, what: str, operation: Callable[[], T]) -> T:
+        return retry_while_unavailable(operation, what=what, give_up_after_s=DATABASE_RETRY_S,
+                                       while_waiting=self.app.keep_alive)
+
+    def _run(self, job: RegistrationJobMessage, attempt: Attempt) -> bool:
+        """Whether the avatar was stored."""
         refused = core.check_attempts(attempt.attempts)
         if refused is not None:
             self._fail(job.job_id, refused)
             raise InvalidMessage(f"registration job started {attempt.attempts} times; every worker died on it")
-        staged = self.jobs.upload(job.job_id, job.avatar_id)
+        staged = self._retried("read the staged upload", lambda: self.jobs.upload(job.job_id, job.avatar_id))
         if staged is None:
             self._fail(job.job_id, core.internal_error())
             raise InvalidMessage(f"registration job '{job.job_id}' has no staged upload")
@@ -132,35 +156,39 @@ class RegistrationWorker:
                                 limits=self.limits, progress=ProgressWriter(self.jobs, job.job_id, self.app))
         if isinstance(outcome, core.Refused):
             self._fail(job.job_id, outcome)
-            return
-        self._store(job.job_id, attempt, outcome, data)
+            return False
+        return self._store(job.job_id, attempt, outcome, data)
 
-    def _store(self, job_id: str, attempt: Attempt, outcome: core.Registered, data: bytes) -> None:
+    def _store(self, job_id: str, attempt: Attempt, outcome: core.Registered, data: bytes) -> bool:
+        """Whether this attempt stored the avatar (one transaction with the job's end, retried while the
+        database is away: a commit whose answer was lost shows up as the avatar already stored)."""
         form, result = attempt.form, outcome.result
         audit = None if form.actor is None else AuditEntry(
             AVATAR_REGISTERED, form.actor, avatar_id=attempt.avatar_id, subject_user_id=form.user_id,
             details=core.audit_details(form, result, len(data)))
         try:
-            self.store.save(result.face_data, user_id=form.user_id, name=form.name, description=form.description,
-                            media_kind=result.media_kind, source=data, source_width=result.source_width,
-                            source_height=result.source_height, quality_report=result.report.to_dict(),
-                            default_voice=form.default_voice, audit=audit,
-                            also=lambda conn: RegistrationJobStore.finish_done(conn, job_id, outcome.summary))
+            self._retried("store the avatar", lambda: self.store.save(
+                result.face_data, user_id=form.user_id, name=form.name, description=form.description,
+                media_kind=result.media_kind, source=data, source_width=result.source_width,
+                source_height=result.source_height, quality_report=result.report.to_dict(),
+                default_voice=form.default_voice, audit=audit,
+                also=lambda conn: RegistrationJobStore.finish_done(conn, job_id, outcome.summary)))
         except AvatarNameTaken as taken:
             self._fail(job_id, core.name_taken(taken.user_id, taken.name))
-            return
+            return False
         except psycopg.errors.UniqueViolation as error:
             if error.diag.constraint_name != "avatars_pkey":
                 raise
-            # Another attempt at this job (a worker presumed dead that was only slow) stored it first, and
-            # finished the job in the same transaction: nothing is left to do, and nothing is doubled.
+            # Another attempt at this job (a worker presumed dead that was only slow, or this one's commit whose
+            # answer the outage lost) stored it and finished the job in the same transaction: nothing is doubled.
             log.warning("avatar already stored by another attempt of this job")
-            return
+            return False
         log.info("avatar registered", extra={"frames": result.frame_count, "attempts": attempt.attempts,
                                              "analysis_ms": round(result.analysis_ms, 1)})
+        return True
 
     def _fail(self, job_id: str, refused: core.Refused) -> None:
-        self.jobs.finish_failed(job_id, refused.error)
+        self._retried("record the refusal", lambda: self.jobs.finish_failed(job_id, refused.error))
         log.info("registration refused", extra={"code": refused.error["code"]})
 
 

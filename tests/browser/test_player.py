@@ -157,6 +157,29 @@ def test_when_the_idle_clip_cannot_be_loaded_the_player_shows_the_still_and_stil
     assert page.evaluate("document.getElementById('video').poster").startswith("data:image/jpeg")
 
 
+def test_while_the_worker_renders_the_idle_clip_the_player_shows_the_still_and_asks_again_after_retry_after(
+        page: Page, stack: RunningStack) -> None:
+    answered: list[int] = []
+
+    def pending_twice(route: Route) -> None:
+        if len(answered) < 2:
+            answered.append(503)
+            route.fulfill(status=503, content_type="application/json", headers={"Retry-After": "1"},
+                          body='{"code": "idle_clip_pending", "message": "being rendered"}')
+        else:
+            answered.append(200)
+            route.continue_()
+
+    page.route("**/idle.mp4", pending_twice)
+    open_player(page, stack)
+    page.wait_for_function("window.avatarPlayer.idle.state === 'pending'", timeout=10_000)
+    assert page.is_hidden("#idle-video") and page.is_visible("#placeholder"), "no clip yet: what shows without one"
+    page.wait_for_function("() => { const v = document.getElementById('idle-video');"
+                           " return !v.hidden && v.currentTime > 0.3; }", timeout=30_000)
+    assert answered[:3] == [503, 503, 200] and page.evaluate("window.avatarPlayer.idle.tries") >= 3
+    assert page.is_hidden("#placeholder"), "the idle avatar replaces the placeholder once it came"
+
+
 def test_sentences_spoken_one_after_another_from_idle_all_play_on_one_gapless_timeline(
         page: Page, stack: RunningStack) -> None:
     # Found by the benchmark: when a request's audio outlasts its video, the idle playhead stops a few ms past

@@ -1,4 +1,5 @@
-"""The idle clip: mouth closed, the photo's idle motion or the video's own frames, a loop without a seam, an MP4."""
+"""The idle clip: mouth closed, the photo's idle motion or the video's own frames, a loop without a seam, an MP4,
+rendered by either engine."""
 
 from __future__ import annotations
 
@@ -9,20 +10,28 @@ import itertools
 import av
 import numpy as np
 import numpy.typing as npt
+import onnx
 import pytest
 
 from processors.lipsync.engines.base import FPS, SAMPLES_PER_FRAME, RenderJob
 from processors.lipsync.engines.embedded import BLINK_PERIOD_FRAMES, EmbeddedEngine, idle_pose
+from processors.lipsync.engines.wav2lip import Wav2LipEngine
 from processors.lipsync.idle_clip import (
     MAX_VIDEO_LOOP_FRAMES,
+    PIECE_FRAMES,
+    STILL_LOOP_FRAMES,
     IdleClip,
+    IdleLoop,
+    has_idle_motion,
     idle_loop,
     render_idle_clip,
     render_idle_frames,
 )
 from schemas.avatar import AvatarFaceData, RgbFrame
+from scripts.wav2lip.graph import build_model, random_state_dict, wav2lip_architecture
 from tests.support.envelope_measure import inner_lip_openings
 from tests.unit.face_fixtures import astronaut_photo, astronaut_video, frame_tag
+from tests.unit.test_wav2lip_engine import SLIM
 
 VIDEO_FRAMES = 6
 
@@ -148,3 +157,41 @@ def test_a_video_avatars_clip_decodes_to_one_ping_pong_cycle() -> None:
     frames, info = decoded(clip.data)
     assert info["streams"] == ["video"] and len(frames) == 2 * (VIDEO_FRAMES - 1)
     assert info["duration_s"] == pytest.approx(clip.duration_ms / 1000, abs=0.001)
+
+
+def test_rendered_a_piece_at_a_time_the_loop_is_the_engines_one_render_of_it_and_waits_before_each_piece() -> None:
+    avatar = astronaut_photo()
+    loop = idle_loop(avatar)
+    waits: list[int] = []
+    pieces = render_idle_frames(avatar, EmbeddedEngine(), before_piece=lambda: waits.append(1))
+    whole = EmbeddedEngine().render(RenderJob(avatar, np.zeros(loop.n_frames * SAMPLES_PER_FRAME, np.float32),
+                                              loop.first_frame, loop.n_frames, visemes=()))
+    assert len(waits) == -(-loop.n_frames // PIECE_FRAMES), "the caller is asked before every piece"
+    assert all(np.array_equal(a, b) for a, b in zip(pieces, whole, strict=True))
+
+
+@pytest.fixture(scope="module")
+def wav2lip(tmp_path_factory: pytest.TempPathFactory) -> Wav2LipEngine:
+    path = tmp_path_factory.mktemp("wav2lip") / "slim.onnx"
+    architecture = wav2lip_architecture(SLIM)
+    onnx.save(build_model(random_state_dict(architecture, seed=3), architecture), str(path))
+    return Wav2LipEngine(path, batch_size=8, threads=1)
+
+
+def test_wav2lip_fed_silence_gives_a_photo_a_short_loop_of_one_resting_face_unlike_the_embedded_engines(
+        wav2lip: Wav2LipEngine) -> None:
+    avatar = astronaut_photo()
+    assert not has_idle_motion(wav2lip) and has_idle_motion(EmbeddedEngine())
+    assert idle_loop(avatar, idle_motion=False) == IdleLoop(first_frame=0, n_frames=STILL_LOOP_FRAMES, source_frames=1)
+    frames = render_idle_frames(avatar, wav2lip)
+    assert len(frames) == STILL_LOOP_FRAMES
+    assert all(np.array_equal(frame, frames[0]) for frame in frames), "no idle motion: every frame the same"
+    assert difference(frames[0], avatar.frames[0].image, mouth(avatar)) > 0, "the mouth is Wav2Lip's"
+    assert difference(frames[0], photo_frames()[0], mouth(avatar)) > 0, "not the embedded engine's face"
+    clip = render_idle_clip(avatar, engine=wav2lip)
+    assert decoded(clip.data)[1]["streams"] == ["video"] and clip.n_frames == STILL_LOOP_FRAMES
+
+
+def test_wav2lip_plays_a_video_avatar_forward_then_backward_once(wav2lip: Wav2LipEngine) -> None:
+    frames = render_idle_frames(astronaut_video(VIDEO_FRAMES), wav2lip)
+    assert len(frames) == 2 * (VIDEO_FRAMES - 1)
