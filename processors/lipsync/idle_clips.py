@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Self
 
 from pydantic import ValidationError
@@ -31,7 +31,8 @@ from infra.crypto import FaceDataDecryptionError
 from infra.idle_clip_store import IdleClipStore, StoredClip, avatar_version, worker_service
 from infra.logging import log_scope
 from infra.settings import Settings
-from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing
+from processors.common.batching import Shared
+from processors.common.kafka_app import Handler, Inbound, InvalidMessage, KafkaApp, Outgoing
 from processors.lipsync.engines.base import LipSyncEngine
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.idle_clip import ENGINE_CACHE_BYTES, IDLE_CLIP_FORMAT, render_idle_clip
@@ -43,9 +44,6 @@ log = logging.getLogger(__name__)
 BACKGROUND_NICENESS = 10
 # Longest a piece of a clip waits for the live work to pause; then it renders anyway (at low priority).
 MAX_DEFER_S = 2.0
-
-Handler = Callable[[Inbound], Iterable[Outgoing]]
-
 
 class LiveActivity:
     """Counts the live requests in progress, so background work can wait for a pause between them."""
@@ -59,7 +57,7 @@ class LiveActivity:
     def track(self, handler: Handler) -> Handler:
         """``handler``, counted from its first step until its last output (or its failure)."""
 
-        def tracked(message: Inbound) -> Iterator[Outgoing]:
+        def tracked(message: Inbound) -> Iterator[Outgoing | Shared]:
             self._change(+1)
             try:
                 yield from handler(message)
