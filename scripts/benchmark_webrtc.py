@@ -85,7 +85,8 @@ def cpu_s(process: psutil.Process) -> float:
 
 
 def open_tab(browser: Any, stack: RunningStack, transport: str) -> Any:
-    page = browser.new_page()
+    # The pages' Content-Security-Policy (script-src 'self') refuses the eval() of Playwright's predicates.
+    page = browser.new_page(bypass_csp=True)
     page.goto(f"{stack.http}/?transport={transport}")
     page.wait_for_function("window.avatarPlayer && window.avatarPlayer.connection.sessionId !== null",
                            timeout=20_000)
