@@ -95,6 +95,7 @@ class WebRtcPeer:
     stats: PeerStats = field(default_factory=PeerStats)
     _inbox: asyncio.Queue[StreamItem] = field(default_factory=asyncio.Queue)
     _copies: FirstCopies = field(default_factory=FirstCopies)
+    owner: str | None = None  # the session's user (None: the admin's), so an interrupt needs no database look-up
     passthrough: bool = False  # H.264 negotiated: the lip-sync's own H.264 is sent, not decoded and re-encoded
     _decoders: dict[str, RequestMedia] = field(default_factory=dict)
     _pump: asyncio.Task[None] | None = None
@@ -194,8 +195,9 @@ class WebRtcHub:
         ice.gather_on(self.addresses)
         registry.stream.listen(settings.kafka_control_topic, self._on_control, OFFSET_END)
 
-    async def answer(self, session_id: str, sdp: str, kind: str) -> tuple[str, RTCSessionDescription]:
-        """A peer for the session (already checked to be the caller's): its id and the SDP answer."""
+    async def answer(self, session_id: str, sdp: str, kind: str,
+                     owner: str | None = None) -> tuple[str, RTCSessionDescription]:
+        """A peer for the session (already checked to be the caller's, ``owner``'s): its id and the SDP answer."""
         if len(self.peers) >= self.settings.webrtc_max_peers:
             raise PeerRefused("webrtc_busy", f"this gateway already serves {len(self.peers)} WebRTC peers "
                               "(WEBRTC_MAX_PEERS); use the WebSocket's MSE stream", 503)
@@ -203,6 +205,7 @@ class WebRtcHub:
             raise PeerRefused("invalid_request", "type: must be 'offer'", 422)
         connection = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # loopback/LAN only: no STUN, no TURN
         peer = self._new_peer(session_id, connection)
+        peer.owner = owner
         try:
             offer = RTCSessionDescription(sdp=ice.reachable_candidates(sdp, self.addresses), type="offer")
             self._add_transceivers(peer)
