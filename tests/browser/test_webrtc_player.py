@@ -147,6 +147,28 @@ def test_over_webrtc_the_video_is_the_lip_syncs_h264_passed_through_and_its_fram
     wait_until_all_done(page, 1)
 
 
+# A browser without H.264 for WebRTC: the player's video transceiver offers every codec but H.264.
+NO_H264 = """(() => {
+  const add = RTCPeerConnection.prototype.addTransceiver;
+  RTCPeerConnection.prototype.addTransceiver = function (kind, init) {
+    const transceiver = add.call(this, kind, init);
+    if (kind === 'video') transceiver.setCodecPreferences(RTCRtpReceiver.getCapabilities('video').codecs
+      .filter((c) => c.mimeType !== 'video/H264'));
+    return transceiver;
+  };
+})();"""
+
+
+def test_a_browser_offering_no_h264_gets_the_video_re_encoded_as_vp8_and_its_frames_decode(
+        page: Page, stack: RunningStack) -> None:
+    page.add_init_script(NO_H264)
+    open_webrtc_player(page, stack)
+    speak(page, ENGLISH, "en")
+    page.wait_for_function("window.avatarPlayer.rtc.frames > 10", timeout=20_000)
+    assert page.evaluate(CODECS) == {"video": "video/VP8", "audio": "audio/opus"}
+    wait_until_all_done(page, 1)
+
+
 def test_without_rtcpeerconnection_the_player_falls_back_to_mse_and_plays(page: Page, stack: RunningStack) -> None:
     page.add_init_script("delete window.RTCPeerConnection;")
     open_player(page, stack, "?transport=webrtc")
