@@ -193,8 +193,9 @@ class Settings(BaseSettings):
     audio_max_upload_bytes: Bytes = Field(50 * 1024 * 1024, ge=1024,
                                           description="largest audio file on POST /avatar/process (a size)")
 
-    # WebRTC output (gateway/webrtc/, docs/clients.md): each peer decodes its session's fMP4 and re-encodes it
-    # for WebRTC on this gateway's CPU, so peers beyond the bound are refused (503) rather than starving others.
+    # WebRTC output (gateway/webrtc/, docs/clients.md): each peer sends its session on this gateway's CPU (the
+    # H.264 passed through, the AAC decoded to Opus; VP8 peers re-encode the video too), so peers beyond the
+    # bound are refused (503) rather than starving others.
     webrtc_max_peers: int = Field(8, ge=0, le=1000, description="WebRTC peers at once on this gateway; 0 = off")
     webrtc_lead_ms: int = Field(40, ge=0, le=2000,
                                 description="a request's WebRTC playout starts this far after its first chunk")

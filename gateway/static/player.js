@@ -257,12 +257,20 @@ class RtcReceiver {
     return found;
   }
 
-  /** Drop what the gateway has queued for this peer (the WebSocket's interrupt stops the requests in flight). */
+  /** Drop what the gateway has queued for this peer (the WebSocket's interrupt stops the requests in flight),
+   * and mute what Chromium still holds: its jitter buffers keep up to a few hundred ms of the stopped speech
+   * (sized by the packets' arrival jitter, docs/clients.md) that no one can flush. ``unmute`` when the next
+   * request's first frame shows. */
   interrupt() {
     if (!this.live) return;
+    this.video.muted = true;
     const query = `?session_id=${encodeURIComponent(this.sessionId)}`;
     fetch(`/webrtc/peers/${encodeURIComponent(this.peerId)}/interrupt${query}`, { method: "POST", keepalive: true,
       headers: this.token ? { Authorization: `Bearer ${this.token}` } : {} }).catch(() => {});
+  }
+
+  unmute() {
+    this.video.muted = false;
   }
 
   close() {
@@ -743,6 +751,7 @@ class AvatarPlayer {
     waiting.playStartAt = now;
     waiting.base = now / 1000;
     this.stats.playStartMs = now - waiting.sentAt;
+    this.rtc.unmute();  // muted by an interrupt: what played since was the stopped speech Chromium held
   }
 
   chooseTransport(transport) {

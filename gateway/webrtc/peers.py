@@ -17,16 +17,18 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.sdp import SessionDescription
 from confluent_kafka import OFFSET_END
 from pydantic import ValidationError
 
+from consumers.fmp4_demux import Sample
 from consumers.session_reader import Chunk, FirstCopies, StreamItem, decode_session_record
 from consumers.session_stream import Record
 from gateway.sessions import SessionRegistry
 from gateway.webrtc import ice
-from gateway.webrtc.decoding import RequestDecoder, UndecodableChunk
+from gateway.webrtc.media import RequestMedia, UndecodableChunk, VideoItem
 from gateway.webrtc.playout import Playout
 from gateway.webrtc.tracks import MediaClock, PlayoutAudioTrack, PlayoutFeed, PlayoutVideoTrack
 from infra.settings import Settings
@@ -36,6 +38,27 @@ from schemas.control import Interrupt
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_DECODERS = 8  # requests decoded at once by one peer; the pipeline sends a session's requests in turn
+
+
+def preferred_video_codecs() -> list[RTCRtpCodecCapability]:
+    """aiortc's video codecs, H.264 with packetization-mode=1 first: constrained baseline (the profile the
+    lip-sync's libx264 writes, ``42c0xx``), then baseline, which a constrained-baseline stream also is; then
+    VP8 (re-encoded), and RTX for each."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+
+    def rank(codec: RTCRtpCodecCapability) -> int:
+        if codec.mimeType.lower() != "video/h264" or codec.parameters.get("packetization-mode") != "1":
+            return 3 if codec.mimeType.lower() != "video/rtx" else 4
+        return 0 if str(codec.parameters.get("profile-level-id", "")).lower().startswith("42e0") else 1
+    return sorted(codecs, key=rank)
+
+
+def sent_video_codec(answer_sdp: str) -> str | None:
+    """The codec the answer sends video with (its video section's first payload type), e.g. ``video/H264``."""
+    for media in SessionDescription.parse(answer_sdp).media:
+        if media.kind == "video" and media.rtp.codecs:
+            return media.rtp.codecs[0].mimeType
+    return None
 
 
 class PeerRefused(Exception):
@@ -72,7 +95,9 @@ class WebRtcPeer:
     stats: PeerStats = field(default_factory=PeerStats)
     _inbox: asyncio.Queue[StreamItem] = field(default_factory=asyncio.Queue)
     _copies: FirstCopies = field(default_factory=FirstCopies)
-    _decoders: dict[str, RequestDecoder] = field(default_factory=dict)
+    owner: str | None = None  # the session's user (None: the admin's), so an interrupt needs no database look-up
+    passthrough: bool = False  # H.264 negotiated: the lip-sync's own H.264 is sent, not decoded and re-encoded
+    _decoders: dict[str, RequestMedia] = field(default_factory=dict)
     _pump: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -105,8 +130,9 @@ class WebRtcPeer:
                 log.exception("webrtc peer failed to play a chunk", extra={"peer": self.peer_id})
 
     async def _play(self, chunk: Chunk) -> None:
-        """Decode a chunk and queue it: its audio first (it places the request), then frame after frame, each
-        queued as soon as it is decoded. Decoding runs off the event loop (it carries the RTP and the
+        """Demux a chunk and queue it: its audio first (it places the request), then its video. Passed-through
+        H.264 is queued at once, every access unit of the chunk; decoded frames (VP8 fallback) one after the
+        other, each as soon as it is decoded. Decoding runs off the event loop (it carries the RTP and the
         WebSockets) and off aiortc's encoding threads."""
         playout = self.feed.playout
         if playout.is_stopped(chunk.request_id):
@@ -114,7 +140,7 @@ class WebRtcPeer:
             return
         decoder = self._decoders.get(chunk.request_id)
         if decoder is None:
-            decoder = self._decoders[chunk.request_id] = RequestDecoder()
+            decoder = self._decoders[chunk.request_id] = RequestMedia(passthrough=self.passthrough)
             while len(self._decoders) > MAX_DECODERS:
                 self._decoders.pop(next(iter(self._decoders)))
         started = time.perf_counter()
@@ -122,13 +148,12 @@ class WebRtcPeer:
             demuxed = await self._off_loop(partial(decoder.demux, chunk.data, is_last=chunk.is_last))
             # An interrupt may come at any await: the playout refuses a stopped request's media itself.
             playout.add_audio(chunk.request_id, demuxed.audio, self.feed.clock.now())
-            packets: list[av.Packet | None] = [*demuxed.video_packets, *([None] if chunk.is_last else [])]
-            for packet in packets:
-                frames = await self._off_loop(partial(decoder.decode_video, packet))
-                now = self.feed.clock.now()
-                for rel_s, frame in frames:
-                    playout.add_video(chunk.request_id, rel_s, frame, now)
-                self.feed.changed()
+            samples: list[Sample | None] = [*demuxed.video, *([None] if chunk.is_last else [])]
+            if self.passthrough:  # no decoding: a chunk's access units take microseconds
+                self._queue_video(chunk.request_id, [item for sample in samples for item in decoder.video(sample)])
+            else:
+                for sample in samples:
+                    self._queue_video(chunk.request_id, await self._off_loop(partial(decoder.video, sample)))
         except UndecodableChunk as error:
             self.stats.undecodable += 1
             log.info("webrtc peer skips a chunk", extra={"peer": self.peer_id, "error": str(error)})
@@ -138,6 +163,12 @@ class WebRtcPeer:
         if chunk.is_last:
             self._decoders.pop(chunk.request_id, None)
         self.stats.chunks += 1
+
+    def _queue_video(self, request_id: str, items: list[tuple[float, VideoItem]]) -> None:
+        now = self.feed.clock.now()
+        for rel_s, item in items:
+            self.feed.playout.add_video(request_id, rel_s, item, now)
+        self.feed.changed()
 
     async def _off_loop(self, work: Callable[[], T]) -> T:
         return await self.loop.run_in_executor(self.decoding, work)
@@ -164,8 +195,9 @@ class WebRtcHub:
         ice.gather_on(self.addresses)
         registry.stream.listen(settings.kafka_control_topic, self._on_control, OFFSET_END)
 
-    async def answer(self, session_id: str, sdp: str, kind: str) -> tuple[str, RTCSessionDescription]:
-        """A peer for the session (already checked to be the caller's): its id and the SDP answer."""
+    async def answer(self, session_id: str, sdp: str, kind: str,
+                     owner: str | None = None) -> tuple[str, RTCSessionDescription]:
+        """A peer for the session (already checked to be the caller's, ``owner``'s): its id and the SDP answer."""
         if len(self.peers) >= self.settings.webrtc_max_peers:
             raise PeerRefused("webrtc_busy", f"this gateway already serves {len(self.peers)} WebRTC peers "
                               "(WEBRTC_MAX_PEERS); use the WebSocket's MSE stream", 503)
@@ -173,11 +205,15 @@ class WebRtcHub:
             raise PeerRefused("invalid_request", "type: must be 'offer'", 422)
         connection = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # loopback/LAN only: no STUN, no TURN
         peer = self._new_peer(session_id, connection)
+        peer.owner = owner
         try:
             offer = RTCSessionDescription(sdp=ice.reachable_candidates(sdp, self.addresses), type="offer")
+            self._add_transceivers(peer)
             await connection.setRemoteDescription(offer)
-            self._attach_tracks(peer)
+            self._check_sections(peer)
             await connection.setLocalDescription(await connection.createAnswer())
+            peer.passthrough = sent_video_codec(connection.localDescription.sdp) == "video/H264"
+            peer.feed.playout.skip_late = not peer.passthrough
         except Exception as error:  # aiortc's SDP parser raises what it meets (ValueError, IndexError, ...)
             await connection.close()
             log.info("webrtc offer refused", extra={"session": session_id, "error": repr(error)})
@@ -186,7 +222,8 @@ class WebRtcHub:
         self.registry.tap(session_id, peer.on_record)
         peer.start()
         connection.on("connectionstatechange", self._closer(peer))
-        log.info("webrtc peer open", extra={"peer": peer.peer_id, "session": session_id})
+        log.info("webrtc peer open", extra={"peer": peer.peer_id, "session": session_id,
+                                            "video": "h264 pass-through" if peer.passthrough else "vp8 re-encode"})
         return peer.peer_id, connection.localDescription
 
     def _new_peer(self, session_id: str, connection: RTCPeerConnection) -> WebRtcPeer:
@@ -197,17 +234,21 @@ class WebRtcHub:
                           self.loop, self.decoding)
 
     @staticmethod
-    def _attach_tracks(peer: WebRtcPeer) -> None:
-        """Send on the offer's video and audio sections (a browser offers them recvonly): one stream, one clock.
+    def _add_transceivers(peer: WebRtcPeer) -> None:
+        """A sending transceiver per track, made before the offer is read so that it takes the offer's section
+        and answers with H.264 first (the lip-sync's own video, passed through), VP8 only if the browser
+        offers no H.264. aiortc gives every sender of a connection the same stream id, so the browser syncs
+        the two tracks."""
+        video = peer.connection.addTransceiver(peer.video, direction="sendonly")
+        video.setCodecPreferences(preferred_video_codecs())
+        peer.connection.addTransceiver(peer.audio, direction="sendonly")
 
-        aiortc gives every sender of a connection the same stream id, so the browser syncs the two tracks.
-        """
-        offered = {transceiver.kind for transceiver in peer.connection.getTransceivers()}
-        missing = {"video", "audio"} - offered
+    @staticmethod
+    def _check_sections(peer: WebRtcPeer) -> None:
+        """The offer must have a video and an audio section (a browser offers them recvonly) to send on."""
+        missing = {t.kind for t in peer.connection.getTransceivers() if t.mid is None}
         if missing:
             raise ValueError(f"the offer has no {' or '.join(sorted(missing))} section to receive on")
-        peer.connection.addTrack(peer.video)
-        peer.connection.addTrack(peer.audio)
 
     def _closer(self, peer: WebRtcPeer) -> Callable[[], None]:
         def on_state() -> None:

@@ -85,10 +85,15 @@ class AudioBlock:
 
 @dataclass
 class Playout[Frame]:
-    """The queues of one WebRTC peer. ``lead_s``: how far ahead of now a newly arriving request starts."""
+    """The queues of one WebRTC peer. ``lead_s``: how far ahead of now a newly arriving request starts.
+
+    ``skip_late``: a late frame is dropped when a newer one is due too (decoded frames, re-encoded by
+    aiortc); off for H.264 passed through, where every frame but an IDR refers to the one before it.
+    """
 
     lead_s: float = 0.0
     fps: int = 25
+    skip_late: bool = True
     max_stopped: int = 1024
     _placed: OrderedDict[str, _Placed] = field(default_factory=OrderedDict)
     _stopped: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -157,10 +162,13 @@ class Playout[Frame]:
         return self._video[0][0] if self._video else None
 
     def due_video(self, now: float) -> VideoDue | None:
-        """The latest frame due at ``now``; frames due before it are dropped (they are late)."""
+        """The latest frame due at ``now``; frames due before it are dropped (they are late), unless
+        ``skip_late`` is off: then the oldest due, the others next."""
         due = 0
         while due < len(self._video) and self._video[due][0] <= now:
             due += 1
+            if not self.skip_late:
+                break
         if due == 0:
             return None
         at, request_id, frame = self._video[due - 1]

@@ -40,7 +40,7 @@ class MediaClock:
 class PlayoutFeed:
     """A Playout, its clock, and the wake-ups of the tracks that drain it (one event per track)."""
 
-    def __init__(self, playout: Playout[VideoFrame], clock: MediaClock) -> None:
+    def __init__(self, playout: Playout[VideoFrame | Packet], clock: MediaClock) -> None:
         self.playout = playout
         self.clock = clock
         self._events: list[asyncio.Event] = []
@@ -62,7 +62,9 @@ async def _wait(event: asyncio.Event, timeout_s: float | None) -> None:
 
 
 class PlayoutVideoTrack(MediaStreamTrack):
-    """Sends each queued frame when the clock reaches it; a frame already late is skipped for the newest due."""
+    """Sends each queued frame when the clock reaches it: a decoded frame (aiortc encodes it) or an H.264
+    access unit passed through (an ``av.Packet``: aiortc only packetises it). A decoded frame already late
+    is skipped for the newest due (the playout's ``skip_late``)."""
 
     kind = "video"
 
@@ -73,7 +75,7 @@ class PlayoutVideoTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.frames_skipped = 0
 
-    async def recv(self) -> VideoFrame:
+    async def recv(self) -> VideoFrame | Packet:
         playout, clock = self.feed.playout, self.feed.clock
         while True:
             if self.readyState != "live":
@@ -82,7 +84,7 @@ class PlayoutVideoTrack(MediaStreamTrack):
             due = playout.due_video(clock.now())
             if due is not None:
                 frame = due.frame
-                assert isinstance(frame, VideoFrame)
+                assert isinstance(frame, VideoFrame | Packet)
                 frame.pts = due.pts
                 frame.time_base = VIDEO_TIME_BASE
                 self.frames_sent += 1

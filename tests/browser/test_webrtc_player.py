@@ -105,16 +105,68 @@ def test_over_webrtc_an_interrupt_stops_video_and_audio_at_once(page: Page, stac
     speak(page, LONG_ENGLISH, "en")
     page.wait_for_function("window.avatarPlayer.rtc.frames > 25", timeout=20_000)
     watched: dict[str, float] = page.evaluate(INTERRUPT_AND_WATCH, "click")
-    # Generous bounds on a shared 2-core machine (others' load included); scripts/benchmark_webrtc.py reports
-    # the real figures, and the energy Chromium plays (behind its playout buffer) too.
-    assert watched["videoStopMs"] < 1000 and watched["audioStopMs"] < 1000, watched
+    # The target is 150 ms for both. What the gateway controls (no speech packet arrives after its flush)
+    # took 50-175 ms from the click at load 5-14 on these 2 cores (the click's POST and the flush wait for
+    # a CPU): bounded at 250. The last decoded frame comes later by what Chromium's jitter buffers hold (the
+    # video synced to the audio's, which grows with the arrival jitter of a CPU-starved machine;
+    # docs/clients.md has the figures): 600.
+    assert watched["audioStopMs"] <= 250, watched
+    assert watched["videoStopMs"] < 600, watched
     assert watched["packetsAfter"] > 40, "the audio goes on, as silence"
+    # What Chromium still holds of the stopped speech is not heard: the player mutes at the click (and the
+    # idle clip covers the picture) until the next request's first frame shows.
+    assert page.evaluate("document.getElementById('rtc-video').muted") is True
+    assert page.is_visible("#idle-video")
     states = page.evaluate("[...window.avatarPlayer.requests.values()].map(r => r.state)")
     assert states == ["interrupted"], states
     speak(page, "Hello again.", "en")  # the session goes on over WebRTC after the interrupt
     frames = rtc_state(page)["video"]["framesDecoded"]
     page.wait_for_function(f"(async () => (await window.avatarPlayer.rtc.inbound()).video.framesDecoded > "
                            f"{frames + 10})()", timeout=15_000)
+    page.wait_for_function("!document.getElementById('rtc-video').muted", timeout=5_000)
+
+
+# The codec each inbound track was negotiated with, as Chromium reports it (inbound-rtp → codec stats).
+CODECS = """async () => { const kinds = {}; const stats = await window.avatarPlayer.rtc.pc.getStats();
+  stats.forEach((r) => { if (r.type === 'inbound-rtp') kinds[r.kind] = stats.get(r.codecId)?.mimeType; });
+  return kinds; }"""
+
+
+def test_over_webrtc_the_video_is_the_lip_syncs_h264_passed_through_and_its_frames_decode(
+        page: Page, stack: RunningStack) -> None:
+    open_webrtc_player(page, stack)
+    speak(page, ENGLISH, "en")
+    page.wait_for_function("window.avatarPlayer.rtc.frames > 10", timeout=15_000)
+    assert page.evaluate(CODECS) == {"video": "video/H264", "audio": "audio/opus"}
+    decoded = page.evaluate("""async () => { const stats = await window.avatarPlayer.rtc.pc.getStats();
+      let found = null; stats.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') found = r; });
+      return {decoded: found.framesDecoded, keyFrames: found.keyFramesDecoded, width: found.frameWidth,
+              dropped: found.framesDropped ?? 0}; }""")
+    # Every chunk starts with an IDR (with its SPS and PPS before it): more than one key frame by now.
+    assert decoded["decoded"] > 10 and decoded["keyFrames"] >= 1 and decoded["width"] > 0, decoded
+    wait_until_all_done(page, 1)
+
+
+# A browser without H.264 for WebRTC: the player's video transceiver offers every codec but H.264.
+NO_H264 = """(() => {
+  const add = RTCPeerConnection.prototype.addTransceiver;
+  RTCPeerConnection.prototype.addTransceiver = function (kind, init) {
+    const transceiver = add.call(this, kind, init);
+    if (kind === 'video') transceiver.setCodecPreferences(RTCRtpReceiver.getCapabilities('video').codecs
+      .filter((c) => c.mimeType !== 'video/H264'));
+    return transceiver;
+  };
+})();"""
+
+
+def test_a_browser_offering_no_h264_gets_the_video_re_encoded_as_vp8_and_its_frames_decode(
+        page: Page, stack: RunningStack) -> None:
+    page.add_init_script(NO_H264)
+    open_webrtc_player(page, stack)
+    speak(page, ENGLISH, "en")
+    page.wait_for_function("window.avatarPlayer.rtc.frames > 10", timeout=20_000)
+    assert page.evaluate(CODECS) == {"video": "video/VP8", "audio": "audio/opus"}
+    wait_until_all_done(page, 1)
 
 
 def test_without_rtcpeerconnection_the_player_falls_back_to_mse_and_plays(page: Page, stack: RunningStack) -> None:
@@ -152,3 +204,4 @@ def test_flushing_the_peer_alone_stops_what_it_has_queued_and_refuses_the_rest_o
     unknown = httpx.post(f"{stack.http}/webrtc/peers/nobody/interrupt",
                          params={"session_id": page.evaluate("window.avatarPlayer.connection.sessionId")}, timeout=10)
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_peer"
+

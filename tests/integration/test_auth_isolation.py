@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from aiortc import RTCPeerConnection
 
 from infra.broker import EmbeddedBroker, free_port
 from infra.settings import Settings
@@ -102,3 +103,38 @@ async def test_a_websocket_without_a_valid_token_is_closed_with_4401(secure_gate
         async with websockets.connect(f"ws://{secure_gateway}/ws/stream") as ws:
             await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+def test_only_the_owner_of_a_webrtc_peer_flushes_it(secure_gateway: str) -> None:
+    """The interrupt route skips the session look-up for the peer's own user (it is on the interrupt's critical
+    path); anyone else still meets the session's check."""
+    alice, bob = token_for(secure_gateway, "alice"), token_for(secure_gateway, "bob")
+    created = register(secure_gateway, alice, "alice", "Alice on WebRTC")
+    assert created.status_code == 201, created.text
+    asyncio.run(_flush_as_owner_and_as_another(secure_gateway, alice, bob, created.json()["avatar_id"]))
+
+
+async def _flush_as_owner_and_as_another(base: str, alice: str, bob: str, avatar_id: str) -> None:
+    async with websockets.connect(f"ws://{base}/ws/stream?token={alice}") as ws:
+        await ws.send(json.dumps({"type": "avatar_selection", "avatar_id": avatar_id}))
+        ready = json.loads(await ws.recv())
+        assert ready["type"] == "session_ready", ready
+        session_id = ready["session_id"]
+        browser = RTCPeerConnection()
+        try:
+            browser.addTransceiver("video", direction="recvonly")
+            browser.addTransceiver("audio", direction="recvonly")
+            await browser.setLocalDescription(await browser.createOffer())
+            async with httpx.AsyncClient(base_url=f"http://{base}", timeout=30) as http:
+                answer = await http.post("/webrtc/offer", headers=bearer(alice), json={
+                    "session_id": session_id, "sdp": browser.localDescription.sdp, "type": "offer"})
+                assert answer.status_code == 200, answer.text
+                flush = f"/webrtc/peers/{answer.json()['peer_id']}/interrupt"
+                theirs = await http.post(flush, params={"session_id": session_id}, headers=bearer(bob))
+                assert theirs.status_code == 404 and theirs.json()["code"] == "unknown_session", theirs.text
+                mine = await http.post(flush, params={"session_id": session_id}, headers=bearer(alice))
+                assert mine.status_code == 204, mine.text
+                admin = await http.post(flush, params={"session_id": session_id}, headers=bearer(ADMIN))
+                assert admin.status_code == 204, admin.text
+        finally:
+            await browser.close()

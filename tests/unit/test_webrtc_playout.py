@@ -93,6 +93,17 @@ def test_frames_that_came_due_together_send_only_the_newest() -> None:
     assert playout.next_video_at() is None
 
 
+def test_passed_through_h264_sends_every_late_frame_in_order_since_each_refers_to_the_one_before() -> None:
+    playout: Playout[str] = Playout(skip_late=False)
+    for index in range(4):
+        playout.add_video("r1", index * 0.04, f"f{index}", now=0.0)
+    sent = []
+    while (due := playout.due_video(0.13)) is not None:
+        sent.append(due.frame)
+        assert due.skipped == 0
+    assert sent == ["f0", "f1", "f2", "f3"]
+
+
 def test_audio_never_pauses_speech_then_silence_on_one_continuous_clock() -> None:
     playout: Playout[str] = Playout()
     playout.add_audio("r1", tone(0.05), now=0.0)  # 2.5 blocks

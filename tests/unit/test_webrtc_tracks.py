@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 from av.packet import Packet
 from av.video.frame import VideoFrame
 
 from gateway.webrtc.playout import AUDIO_BLOCK, AUDIO_RATE, VIDEO_CLOCK, AudioBlock, Playout
-from gateway.webrtc.tracks import MediaClock, PlayoutAudioTrack, PlayoutFeed, PlayoutVideoTrack
+from gateway.webrtc.tracks import VIDEO_TIME_BASE, MediaClock, PlayoutAudioTrack, PlayoutFeed, PlayoutVideoTrack
 
 
 def feed() -> PlayoutFeed:
@@ -37,6 +38,17 @@ async def test_the_video_track_hands_over_a_queued_frame_with_its_clock_time_as_
     shared.changed()
     sent = await track.recv()
     assert sent is frame and sent.pts == round(at * VIDEO_CLOCK) and track.frames_sent == 1
+
+
+async def test_the_video_track_hands_over_an_h264_packet_as_it_is_stamped_on_the_90_khz_clock() -> None:
+    shared = feed()
+    track = PlayoutVideoTrack(shared)
+    packet = av.Packet(b"\x00\x00\x00\x01\x65\x88")
+    at = shared.clock.now() + 0.01
+    shared.playout.add_video("r1", 0.0, packet, now=at)
+    shared.changed()
+    sent = await track.recv()
+    assert sent is packet and sent.pts == round(at * VIDEO_CLOCK) and sent.time_base == VIDEO_TIME_BASE
 
 
 async def test_the_audio_track_sends_continuous_blocks_speech_where_queued() -> None:
