@@ -50,9 +50,9 @@ UPPER_CLOSING_SHARE = 0.35  # of the lip gap, closed by the upper lip; the jaw b
 SEAL_PX = 0.4  # the lips press a little past touching, so a closed mouth shows no sliver of teeth
 OVERLAP_PX = 0.5  # each lip reaches this far past the meeting line, so no sampled row lies between them
 # In f/v the lower lip rises this share of the lip gap, to the upper teeth's edge, and rolls in by this share of
-# its height. At 0.65 and 0.3 it covered the teeth, so an f looked (and read, to dlib) like an m; at 0.4 and 0.2
-# the teeth show above it as in the measure's reference f (docs/engines.md "Lip-sync quality").
-TUCK_GAP_SHARE = 0.4
+# its height. At 0.65 and 0.3 it covered the teeth, so an f looked (and read, to dlib) like an m; at 0.45 and
+# 0.2 the teeth's lower half shows above it, as in the measure's reference f (docs/engines.md "Lip-sync quality").
+TUCK_GAP_SHARE = 0.45
 TUCK_THINNING = 0.2
 
 

@@ -16,6 +16,11 @@ the detector reads on frames whose mouth is known by construction (``reference``
   ``RAISE_SIGMAS`` standard deviations of the lower-lip reading on still closed frames (its noise under
   shifts, scaling and H.264), so a raise that passes is both visible and not detector jitter.
 
+* tucked: the highest opening read on that known tuck (the teeth's lower half showing above the lower lip),
+  plus half the distance to the lowest reading of the half-open vowel. An f/v reads between ``closed`` and
+  ``tucked``: above it the mouth is simply open (a mouth following the loudness is, on every f), below
+  ``closed`` it is shut (a mouth that says f as m).
+
 ``calibrate`` redoes this on any avatar frame; ``SAMPLE_THRESHOLDS`` is its result on the sample photo,
 written down so the benchmark and the tests agree (a test checks the two still match). There: closed
 frames read 0.000-0.045 (not 0: the points of a shut mouth sit a little apart), the smallest known
@@ -45,8 +50,9 @@ RAISED_POSE = 0.45
 CLOSED_MARGIN = 0.25
 RAISED_SHARE = 0.5
 RAISE_SIGMAS = 3.0
+TUCKED_MARGIN = 0.5
 
-SAMPLE_THRESHOLDS = Thresholds(closed=0.052, parted=0.075, raised=0.023)
+SAMPLE_THRESHOLDS = Thresholds(closed=0.052, parted=0.075, raised=0.023, tucked=0.107)
 
 
 @dataclass(frozen=True)
@@ -84,13 +90,17 @@ def calibrate(image: RgbFrame, points: npt.ArrayLike) -> Calibration:
     box = face_box(image)  # found once, as on a clip's first frame; the jitter then moves the face in it
     closed = readings(list(jittered(images.closed)), box)
     parted = np.concatenate([readings(list(jittered(posed(images, pose))), box)[:, 0] for pose in OPEN_POSES])
-    tucked = readings(list(jittered(lift_lower_lip(image, points, RAISED_SHARE)[0])), box)[:, 2]
-    vowel = readings(list(jittered(posed(images, RAISED_POSE))), box)[:, 2]
+    tuck_read = readings(list(jittered(lift_lower_lip(image, points, RAISED_SHARE)[0])), box)
+    vowel_read = readings(list(jittered(posed(images, RAISED_POSE))), box)
+    tucked, vowel = tuck_read[:, 2], vowel_read[:, 2]
     parted_at = float(parted.min())
     highest_closed = float(closed[:, 0].max())
     closed_at = highest_closed + CLOSED_MARGIN * max(parted_at - highest_closed, 0.0)
+    highest_tuck = float(tuck_read[:, 0].max())
+    tucked_at = highest_tuck + TUCKED_MARGIN * max(float(vowel_read[:, 0].min()) - highest_tuck, 0.0)
     thresholds = Thresholds(closed=round(closed_at, 3), parted=round(parted_at, 3),
                             raised=round(max(0.5 * float((vowel - tucked).min()),
-                                                  RAISE_SIGMAS * float(closed[:, 2].std())), 3))
+                                                  RAISE_SIGMAS * float(closed[:, 2].std())), 3),
+                            tucked=round(tucked_at, 3))
     return Calibration(tuple(closed[:, 0].tolist()), tuple(parted.tolist()), tuple((vowel - tucked).tolist()),
                        thresholds)

@@ -8,9 +8,10 @@ Every figure is a contrast, so no output that ignores the timings can max it:
   in "fātemeh mimānand" no neighbour of the m's reads parted however well the mouth moves;
 * rounding: mean width on rounded vowels over mean width on spread ones (a still mouth scores 1);
 * labiodental: the lower lip at the f/v's middle frame is higher than at the more open neighbouring
-  vowel by the calibrated raise (a still mouth never raises it), *and* the lips are not shut there: the
-  upper teeth show above the lower lip, so dlib reads the inner lips a little apart (above ``closed``),
-  where on an m they meet. A mouth that shuts on every consonant raises the lip but shuts it, and fails;
+  vowel by the calibrated raise (a still mouth never raises it), *and* it rests at the upper teeth: dlib
+  reads the inner lips a little apart (the teeth show: above ``closed``, where on an m they meet) but no
+  more than a tuck (at most ``tucked``). A mouth that shuts on every consonant fails it, and so does one
+  that follows the loudness (less open on an f than on its vowels, but open);
 * silence: pause frames at rest, scored only when the mouth speaks at all (opens on at least
   ``SPEAKS_SHARE`` of the open vowels), since a mouth that never opens "rests" in every pause;
 * timing: the lag of best alignment with the truth opening (``timing``), with the correlation there;
@@ -54,6 +55,7 @@ class Thresholds:
     closed: float  # opening at or below: the lips meet (also: at rest)
     parted: float  # opening at or above: visibly parted
     raised: float  # lower lip this much higher than at the neighbouring vowels: raised to the teeth
+    tucked: float  # opening at or below, above ``closed``: the lower lip at the upper teeth, which show
 
 
 @dataclass
@@ -167,7 +169,8 @@ def score_clip(
                 # vowel like i the lip is already high, and the movement shows on the other side).
                 around = max(float(track.lower_lip[at(v.middle)]) for v in neighbours)
                 raised = around - float(track.lower_lip[middle]) >= thresholds.raised
-                score.labiodental.add(raised and bool(track.opening[middle] > thresholds.closed))
+                tucked = thresholds.closed < float(track.opening[middle]) <= thresholds.tucked
+                score.labiodental.add(raised and tucked)
         elif phone.kind is Phonetic.OPEN_VOWEL:
             score.open_vowels.add(bool(track.opening[middle] >= thresholds.parted))
         if phone.kind is Phonetic.ROUNDED:
