@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from pydantic import BaseModel, ValidationError
 
 from infra.kafka import TopicAdmin, consumer_config, new_producer
 from infra.logging import TRACE_FIELDS, log_context, log_scope
@@ -31,6 +32,16 @@ log = logging.getLogger(__name__)
 
 class InvalidMessage(ValueError):
     """The message can never be processed (bad JSON, wrong schema): it goes to the dead-letter topic."""
+
+
+def parse_message[M: BaseModel](model: type[M], value: bytes, what: str) -> M:
+    """``value`` as a ``model`` message, or InvalidMessage naming ``what`` it should be and its first problem."""
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "message"
+        raise InvalidMessage(f"not a valid {what} message: {where}: {problem['msg']}") from None
 
 
 @dataclass(frozen=True)

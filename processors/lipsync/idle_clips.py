@@ -24,15 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Self
 
-from pydantic import ValidationError
-
 from infra.avatar_store import AvatarNotFound, AvatarStore
 from infra.crypto import FaceDataDecryptionError
 from infra.idle_clip_store import IdleClipStore, StoredClip, avatar_version, worker_service
 from infra.logging import log_scope
 from infra.settings import Settings
 from processors.common.batching import Shared
-from processors.common.kafka_app import Handler, Inbound, InvalidMessage, KafkaApp, Outgoing
+from processors.common.kafka_app import Handler, Inbound, InvalidMessage, KafkaApp, Outgoing, parse_message
 from processors.lipsync.engines.base import LipSyncEngine
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.idle_clip import ENGINE_CACHE_BYTES, IDLE_CLIP_FORMAT, render_idle_clip
@@ -84,12 +82,7 @@ class LiveActivity:
 
 
 def parse_request(value: bytes) -> IdleClipRequest:
-    try:
-        return IdleClipRequest.model_validate_json(value)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "message"
-        raise InvalidMessage(f"not a valid avatar.idle-clips v1 message: {where}: {problem['msg']}") from None
+    return parse_message(IdleClipRequest, value, "avatar.idle-clips v1")
 
 
 def clip_engine(engine: LipSyncEngine) -> LipSyncEngine:

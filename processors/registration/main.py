@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import psycopg
-from pydantic import ValidationError
 
 from infra.audit import AVATAR_REGISTERED, AuditEntry
 from infra.avatar_store import AvatarNameTaken, AvatarStore
@@ -21,7 +20,7 @@ from infra.logging import configure_logging, log_scope
 from infra.migrations import migrate
 from infra.registration_jobs import Attempt, RegistrationJobStore
 from infra.settings import Settings, get_settings
-from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing, run_until_stopped
+from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing, parse_message, run_until_stopped
 from processors.registration import core
 from processors.registration.analyse import RegistrationLimits, default_analyser
 from processors.registration.faces import FaceAnalyser
@@ -56,12 +55,7 @@ def registration_limits(settings: Settings) -> RegistrationLimits:
 
 
 def parse_job(value: bytes) -> RegistrationJobMessage:
-    try:
-        return RegistrationJobMessage.model_validate_json(value)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "message"
-        raise InvalidMessage(f"not a valid avatar.registrations v1 message: {where}: {problem['msg']}") from None
+    return parse_message(RegistrationJobMessage, value, "avatar.registrations v1")
 
 
 class ProgressWriter:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from pydantic import ValidationError
-
 from infra.logging import bind_log_context, configure_logging
 from infra.settings import Settings, get_settings
 from processors.common.control import ControlListener, InterruptRegistry
-from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing, run_until_stopped
+from processors.common.kafka_app import Inbound, KafkaApp, Outgoing, parse_message, run_until_stopped
 from processors.tts.audio import LoudnessTarget
 from processors.tts.core import TtsCore
 from processors.tts.engines.base import EngineConfigError
@@ -50,16 +48,7 @@ def start_core(settings: Settings) -> TtsCore:
 
 
 def parse_request(value: bytes) -> TextRequest:
-    try:
-        return TextRequest.model_validate_json(value)
-    except ValidationError as error:
-        raise InvalidMessage(f"not a valid avatar.requests v1 message: {_first_problem(error)}") from None
-
-
-def _first_problem(error: ValidationError) -> str:
-    problem = error.errors()[0]
-    where = ".".join(str(part) for part in problem["loc"]) or "message"
-    return f"{where}: {problem['msg']}"
+    return parse_message(TextRequest, value, "avatar.requests v1")
 
 
 class TtsProcessor:
