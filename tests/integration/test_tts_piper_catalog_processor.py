@@ -3,8 +3,6 @@ GET /avatar/voices lists), and a mixed request has its Persian and English runs 
 
 from __future__ import annotations
 
-import gc
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,6 @@ from gateway.status import ProcessorStatus
 from infra.broker import EmbeddedBroker, free_port
 from infra.kafka import new_producer
 from infra.settings import Settings
-from processors.tts.main import TtsProcessor, create
 from schemas.requests import TextRequest
 from schemas.status import ServiceStatus
 from tests.integration.test_tts_processor import read_until, speech_until
@@ -23,6 +20,7 @@ from tests.integration.test_tts_processor import read_until, speech_until
 pytest.importorskip("piper", reason="the optional `piper` extra is not installed")
 
 from tests.support.piper_voices import build_voice  # after the skip: needs piper's phoneme map
+from tests.support.tts_processor import tts_processor_running
 
 pytestmark = pytest.mark.integration
 
@@ -41,17 +39,8 @@ def own_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
 
 @pytest.fixture(scope="module")
 def processor(own_settings: Settings) -> Iterator[None]:
-    running: TtsProcessor | None = create(own_settings)
-    assert running is not None
-    thread: threading.Thread | None = running.app.start_in_thread()
-    assert thread is not None and running.app.assigned.wait(30), "the processor never got its partitions"
-    yield
-    running.app.stop()
-    if running.control is not None:
-        running.control.stop()
-    thread.join(15)
-    running = thread = None
-    gc.collect()
+    with tts_processor_running(own_settings):
+        yield
 
 
 def test_the_heartbeat_carries_the_catalog_the_gateway_lists(own_settings: Settings, processor: None) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,11 +13,11 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from infra.broker import EmbeddedBroker, free_port
 from infra.kafka import consumer_config, new_producer
 from infra.settings import Settings
-from processors.tts.main import TtsProcessor, create
 from processors.tts.text import plan_speech
 from schemas.dlq import DeadLetter
 from schemas.requests import TextRequest
 from schemas.speech import SpeechError, SpeechSegment, parse_speech
+from tests.support.tts_processor import tts_processor_running
 
 pytestmark = pytest.mark.integration
 TEXTS = [
@@ -40,19 +38,8 @@ def own_settings() -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def processor(own_settings: Settings) -> Iterator[None]:
-    """The real processor (create() as main() runs it) in a thread; nothing is handed to the tests, so its
-    Kafka clients are gone before the broker stops (else the broker waits 5 s for them)."""
-    running: TtsProcessor | None = create(own_settings)
-    assert running is not None
-    thread: threading.Thread | None = running.app.start_in_thread()
-    assert thread is not None and running.app.assigned.wait(30), "the processor never got its partitions"
-    yield
-    running.app.stop()
-    if running.control is not None:
-        running.control.stop()  # its consumer would otherwise retry the stopped broker for the rest of the run
-    thread.join(15)
-    running = thread = None  # the thread's target holds the app, and the app its clients
-    gc.collect()
+    with tts_processor_running(own_settings):
+        yield
 
 
 @pytest.fixture
