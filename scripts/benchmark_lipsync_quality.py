@@ -13,7 +13,7 @@ and scored (``scripts/lipsync_quality``) against the phoneme timings of the same
 
 * bilabial closure: share of p/b/m shut at their middle frame (and parted near them)    target >= 0.9
 * rounding: mean mouth width on o/u/w over i/e                                          target <= 0.85
-* labiodental: share of f/v whose lower lip rises above the neighbouring vowel's        target >= 0.7
+* labiodental: share of f/v whose lower lip rises to the teeth (raised, neither shut nor open)  target >= 0.7
 * silence: share of pause frames at rest (for a mouth that opens when it speaks)        target >= 0.95
 * timing: lag of best alignment with the phonemes' opening, and the correlation there:
   within ITU-R BT.1359's detectability (picture at most 45 ms late, 125 ms early), correlation >= 0.5
@@ -272,7 +272,7 @@ def passes(row: dict[str, Any]) -> int:
 
 
 def quality_tables(report: dict[str, Any]) -> Iterator[str]:
-    header = ["path", "bilabial (n)", "rounding (o/u:i/e)", "f/v raise (n)", "silence (frames)", "lag ms (r)",
+    header = ["path", "bilabial (n)", "rounding (o/u:i/e)", "f/v tuck (n)", "silence (frames)", "lag ms (r)",
               "open vowels", "targets met", "RTF"]
     targets = ["target", ">= 0.90", "<= 0.85", ">= 0.70", ">= 0.95", "-125..+45 (r>=0.5)", "-", "5/5", "<= 0.10"]
     groups: dict[tuple[str, str], list[list[object]]] = {}
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in run.notes:
         print(f"note: {note}")
     print("\nthresholds (inter-ocular distances): " + "; ".join(
-        f"{name}: closed <= {t.closed}, parted >= {t.parted}, raised >= {t.raised}"
+        f"{name}: closed <= {t.closed}, parted >= {t.parted}, raised >= {t.raised}, tucked <= {t.tucked}"
         for name, t in run.calibration.items()))
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.output:
