@@ -23,12 +23,13 @@ class BroadcastListener:
     what interrupts and invalidations need. Messages from before start() don't matter to a fresh instance.
     """
 
-    def __init__(self, settings: Settings, topic: str, on_message: Callable[[bytes], None], *, name: str) -> None:
+    def __init__(self, settings: Settings, topic: str, on_message: Callable[[bytes], None], *, name: str,
+                 background: bool = False) -> None:
         self.topic = topic
         self.on_message = on_message
         self.name = name
         self.heard = 0
-        self.consumer = Consumer(consumer_config(settings, group_id=None))
+        self.consumer = Consumer(consumer_config(settings, group_id=None, background=background))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -131,16 +131,16 @@ class KafkaApp:
     def __init__(self, settings: Settings, *, name: str, input_topic: str, handler: Handler,
                  admin: TopicAdmin | None = None, engine: str | None = None,
                  status_fields: StatusFields | None = None, batch: BatchRunner | None = None, max_batch: int = 1,
-                 batch_horizon_s: float = DEFAULT_BATCH_HORIZON_S) -> None:
+                 batch_horizon_s: float = DEFAULT_BATCH_HORIZON_S, background: bool = False) -> None:
         """``batch`` runs the Shared pieces the handler yields, up to ``max_batch`` in size per call (1: none
-        shared across lanes)."""
+        shared across lanes). ``background``: its messages can wait a little (infra.kafka.consumer_config)."""
         self.settings = settings
         self.name = name
         self.input_topic = input_topic
         self.handler = handler
         self.admin = admin or TopicAdmin(settings)
         self.producer: Producer = new_producer(settings)
-        self.consumer = Consumer(consumer_config(settings, group_id=f"avatar-{name}"))
+        self.consumer = Consumer(consumer_config(settings, group_id=f"avatar-{name}", background=background))
         self._stop = threading.Event()
         self.assigned = threading.Event()
         self._taken_over: dict[int, int] = {}  # partition → when this worker got it (epoch ms)

@@ -99,7 +99,7 @@ class InvalidationListener(BroadcastListener):
     def __init__(self, settings: Settings, cache: AvatarCache) -> None:
         self.cache = cache
         super().__init__(settings, settings.kafka_avatar_invalidation_topic, self._forget,
-                         name="avatar-invalidations")
+                         name="avatar-invalidations", background=True)
 
     def _forget(self, value: bytes) -> None:
         self.cache.forget(AvatarInvalidated.model_validate_json(value).avatar_id)

@@ -167,7 +167,7 @@ class IdleClipWorker:
                  live: LiveActivity) -> None:
         self.renderer = IdleClipRenderer(settings, engine, avatars, clips, live)
         self.app = KafkaApp(settings, name=worker_service(engine.name), input_topic=settings.kafka_idle_clip_topic,
-                            handler=self.renderer.handle, engine=engine.name)
+                            handler=self.renderer.handle, engine=engine.name, background=True)
         self.renderer.keep_alive = self.app.keep_alive
         self._thread: threading.Thread | None = None
 

@@ -93,7 +93,7 @@ class RegistrationWorker:
         self.analyser = analyser
         self.limits = registration_limits(settings)
         self.app = KafkaApp(settings, name="registration", input_topic=settings.kafka_registration_topic,
-                            handler=self.handle, engine=analyser.name)
+                            handler=self.handle, engine=analyser.name, background=True)
 
     def handle(self, message: Inbound) -> Iterator[Outgoing]:
         """One job, start to end, idempotently: a redelivered job that finished is left alone, one that did not
