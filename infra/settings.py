@@ -224,7 +224,7 @@ class Settings(BaseSettings):
     video_crf: int = Field(23, ge=0, le=51, description="H.264 quality (0 best, 51 worst)")
     lipsync_batch_frames: int = Field(0, ge=0, le=1024,
                                       description="frames of several sessions' chunks rendered in one engine call; "
-                                                  "0 = the engine's batch (Wav2Lip's), at least one chunk")
+                                                  "0 = the engine's batch (Wav2Lip's, at least a chunk); 1 = none")
 
     # Wav2Lip engine (LIPSYNC_ENGINE=wav2lip): an ONNX model made by scripts/convert_wav2lip.py from the
     # user's own checkpoint (see docs/engines.md); checked, loaded and warmed up once when the processor starts

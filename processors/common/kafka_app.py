@@ -82,9 +82,6 @@ FIRST_OUTPUT_BUDGET_S = 0.5
 # A shared step takes in the lanes due within this: about a chunk's playing time, so on a busy GPU every session's
 # next chunk joins one call, while a lane due later waits for a later step.
 DEFAULT_BATCH_HORIZON_S = 0.5
-# How long before its due time a lane's output must be out, beyond the steps ahead of it: Kafka, the gateway
-# and the client's network (the scheduler charges the render itself as the running mean of a step).
-DELIVERY_MARGIN_S = 0.1
 STEP_COST_WEIGHT = 0.1  # of the newest step in the running mean: about the last ten steps count
 # The processors whose models GPU_MEMORY_LIMIT is for: they report whether they run on the GPU (for /ready).
 GPU_SERVICES = frozenset({"lipsync"})
@@ -153,7 +150,7 @@ class KafkaApp:
         self.batch_horizon_s = batch_horizon_s
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self._last_heartbeat = 0.0
-        self._jobs: LaneScheduler[Lane, _Job] = LaneScheduler(urgency_s=DELIVERY_MARGIN_S)
+        self._jobs: LaneScheduler[Lane, _Job] = LaneScheduler()
         self._step_cost = StepCost()
         self._commits = CommitPoints()
         self._paused: set[int] = set()

@@ -8,11 +8,11 @@ and a message that has produced nothing yet goes first: a new request's first ch
 of each other busy session.
 
 Unless a lane is due. A lane can say when its next output must be out (``set_due``: for a lip-sync session,
-when the chunk the client is playing runs out); new work goes first only if, one step each (``set_step_cost``),
-every due lane can still be served ``urgency_s`` before its deadline; otherwise the earliest due goes now.
-When many requests start at once, their first chunks would otherwise all go before the second chunk of the
-session that started first, and its video would freeze: a first chunk a chunk's render later is the smaller
-harm. Knowing the step cost, new work waits only when the due lanes really need the time.
+when the chunk the client is playing runs out); new work goes first only if every due lane, served earliest
+first one step each (``set_step_cost``), still has ``urgency_s`` before its deadline; otherwise the earliest
+due goes now. When many requests start at once, their first chunks would otherwise all go before the second
+chunk of the session that started first, and its video would freeze: a first chunk a chunk's render later is
+the smaller harm.
 """
 
 from __future__ import annotations
@@ -63,11 +63,9 @@ class LaneScheduler[L: Hashable, J]:
     def next(self, now: float = 0.0) -> J | None:
         """The job to advance at ``now``, or None when there is no work.
 
-        New work first, then busy lanes in turn, unless that would make a lane late: serving the chosen lane
-        and then every lane with a deadline, earliest first, one step each, must leave each of them at least
-        ``urgency_s`` before its due time; if not, the earliest due lane goes now. With the step cost unknown
-        (0), this is "a lane due within ``urgency_s`` goes first"; knowing it, new work is put off only when
-        the due lanes really need the time."""
+        New work first, then busy lanes in turn, unless that would make a lane late: a lane due within
+        ``urgency_s`` goes first, and so does the earliest due lane when several are due so close together that
+        their steps (``set_step_cost`` each) would push a later one within ``urgency_s`` of its deadline."""
         if self._fresh:
             lane = self._fresh[0]
         elif self._turns:
@@ -81,12 +79,14 @@ class LaneScheduler[L: Hashable, J]:
         return self._lanes[lane].active
 
     def _keeps_deadlines(self, first: L, now: float) -> bool:
-        done = now + self.step_cost_s
+        """Whether, after ``first``'s step, each due lane still has ``urgency_s`` once the due lanes before it
+        (earliest first) have had their steps: for one due lane, "not due within ``urgency_s``"."""
+        ahead = now
         for due, _lane in sorted(((state.due, lane) for lane, state in self._lanes.items()
                                   if lane != first and state.due is not None), key=lambda pair: pair[0]):
-            done += self.step_cost_s
-            if due - done < self.urgency_s:
+            if due - ahead < self.urgency_s:
                 return False
+            ahead += self.step_cost_s
         return True
 
     def _earliest_due(self) -> L:

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 # Added to the clip thread's nice value: the clip is wanted soon, the live chunks of every session now.
 BACKGROUND_NICENESS = 10
 # Longest a piece of a clip waits for the live work to pause; then it renders anyway (at low priority).
-MAX_DEFER_S = 2.0
+# A piece rendered while live requests run holds the GIL from the live thread's renders: 2 s made a burst of ten
+# new sessions miss a chunk's deadline, so a clip now waits this long for a pause before it goes anyway.
+MAX_DEFER_S = 30.0
 
 class LiveActivity:
     """Counts the live requests in progress, so background work can wait for a pause between them."""
@@ -156,8 +158,13 @@ class IdleClipRenderer:
                 and state.key_id == self.clips.keyring.current_id)
 
     def _let_live_work_go_first(self) -> None:
-        self.keep_alive()
-        self.live.wait_until_quiet(MAX_DEFER_S)
+        deadline = time.monotonic() + MAX_DEFER_S
+        while True:
+            self.keep_alive()  # heartbeats go on while the clip waits
+            if self.live.wait_until_quiet(min(1.0, max(deadline - time.monotonic(), 0.0))):
+                return
+            if time.monotonic() >= deadline:
+                return
 
 
 class IdleClipWorker:

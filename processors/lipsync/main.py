@@ -56,11 +56,13 @@ def build_engine(settings: Settings) -> LipSyncEngine:
 
 
 def batch_frames(settings: Settings, engine: LipSyncEngine) -> int:
-    """Frames per shared render (LIPSYNC_BATCH_FRAMES): by default the engine's own inference batch, and never less
-    than a chunk (the embedded engine has nothing to batch: one session's chunk per call)."""
+    """Frames per shared render (LIPSYNC_BATCH_FRAMES): by default the engine's own inference batch, never less than
+    a chunk; 1 (no sharing) for an engine without one: the embedded engine's warp has nothing to batch, and a
+    companion's chunk would only delay the others'."""
     if settings.lipsync_batch_frames:
         return settings.lipsync_batch_frames
-    return max(settings.chunk_frames, int(getattr(engine, "batch_size", 0)))
+    batch = int(getattr(engine, "batch_size", 0))
+    return max(settings.chunk_frames, batch) if batch else 1
 
 
 def load_estimator() -> VisemeEstimator:
