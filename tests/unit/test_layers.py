@@ -135,3 +135,38 @@ def test_a_forbidden_import_is_caught(path: str, source: str, target: str) -> No
 ])
 def test_what_the_rule_allows_passes(path: str, source: str) -> None:
     assert violations_in(path, source) == []
+
+
+def module_of(file: Path) -> str:
+    return file.relative_to(ROOT).as_posix().removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+
+def run_by_processes() -> set[str]:
+    """Every module under processors/ that a processor's entry point (processors/*/main.py) imports, at any
+    depth: what runs in a processor process."""
+    files = {module_of(file): file for file in (ROOT / "processors").rglob("*.py")}
+    reached: set[str] = set()
+    todo = [module for module in files if module.endswith(".main")]
+    while todo:
+        module = todo.pop()
+        if module in reached:
+            continue
+        reached.add(module)
+        file = files[module]
+        package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+        for name in imported_modules(file.read_text(encoding="utf-8"), package):
+            parts = name.split(".")
+            todo += [prefix for k in range(1, len(parts) + 1) if (prefix := ".".join(parts[:k])) in files]
+        # "from package import module" names the module as an attribute of the package
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+        todo += [f"{node.module}.{alias.name}" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                 for alias in node.names if f"{node.module}.{alias.name}" in files]
+    return reached
+
+
+def test_every_module_under_processors_runs_in_a_processor_process() -> None:
+    """processors/ holds the stream processors: a module no processor runs belongs in another room."""
+    modules = {module_of(file) for file in (ROOT / "processors").rglob("*.py")}
+    idle = sorted(module for module in modules - run_by_processes() if module != "processors")
+    assert not idle, "modules under processors/ that no processor imports:\n" + "\n".join(idle)

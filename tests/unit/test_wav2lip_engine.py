@@ -7,7 +7,6 @@ that emits the same opcodes torch.save does (torch itself is not installable her
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
 import pickle
@@ -619,29 +618,6 @@ def test_the_crop_is_resized_bilinearly_as_wav2lip_was_trained() -> None:
     plan = make_face_plan(image, (40, 40, 232, 232), pads=(0, 0, 0, 0))
     expected = cv2.resize(image[40:232, 40:232], (96, 96))  # cv2's default interpolation: INTER_LINEAR
     np.testing.assert_array_equal(plan.face_input[3:], expected[:, :, ::-1].transpose(2, 0, 1) / np.float32(255.0))
-
-
-async def test_video_generator_waits_for_the_engines_look_ahead_before_rendering(engine: Wav2LipEngine) -> None:
-    from processors.lipsync.generator import AvatarFrame, VideoGenerator
-
-    avatar = astronaut_photo()
-    audio = speech_job(avatar, n_frames=30).audio
-    pcm = np.round(audio * 32767).astype(np.int16)
-    generator = VideoGenerator(engine, avatar, frames_per_render=10)
-    stream = aiter(generator)
-    await generator.push_audio(pcm[: 14 * SAMPLES_PER_FRAME])  # one job's audio, but not its look-ahead
-    waiting = asyncio.ensure_future(anext(stream))
-    await asyncio.sleep(0.3)
-    assert not waiting.done()
-    await generator.push_audio(pcm[14 * SAMPLES_PER_FRAME :])
-    first = await asyncio.wait_for(waiting, 10)
-    frames = [first, *[await asyncio.wait_for(anext(stream), 10) for _ in range(9)]]
-    assert all(isinstance(f, AvatarFrame) for f in frames)
-    engine_audio = pcm.astype(np.float32) / 32768.0
-    expected = engine.render(RenderJob(avatar, engine_audio[: 15 * SAMPLES_PER_FRAME], 0, 10))
-    for got, want in zip(frames, expected, strict=True):
-        assert isinstance(got, AvatarFrame)
-        assert np.abs(got.image.astype(int) - want).max() <= 1
 
 
 def test_io_binding_runs_the_model_to_the_same_frames_as_plain_runs(slim_model: Path, engine: Wav2LipEngine) -> None:
