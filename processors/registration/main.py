@@ -6,7 +6,9 @@ is CPU-bound), and more processes share the jobs as one consumer group (``avatar
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -202,9 +204,17 @@ def create(settings: Settings) -> RegistrationWorker:
     return worker
 
 
+# Added to the worker's nice value: an upload's analysis takes a core for seconds, and on a machine it shares
+# with the lip-sync and the gateway their live chunks must not wait for it (a 720p video's registration raised
+# a session's first chunk by 40% at normal priority).
+REGISTRATION_NICENESS = 10
+
+
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, service="registration")
+    with contextlib.suppress(OSError):  # not permitted here: analyse at normal priority rather than not at all
+        os.nice(REGISTRATION_NICENESS)
     worker = create(settings)
     log.info("registration worker running", extra={"detector": worker.analyser.name})
     try:
