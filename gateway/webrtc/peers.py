@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from schemas.control import Interrupt
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_DECODERS = 8  # requests decoded at once by one peer; the pipeline sends a session's requests in turn
+MAX_REQUESTS_REMEMBERED = 256
 
 
 def preferred_video_codecs() -> list[RTCRtpCodecCapability]:
@@ -98,6 +100,8 @@ class WebRtcPeer:
     owner: str | None = None  # the session's user (None: the admin's), so an interrupt needs no database look-up
     passthrough: bool = False  # H.264 negotiated: the lip-sync's own H.264 is sent, not decoded and re-encoded
     _decoders: dict[str, RequestMedia] = field(default_factory=dict)
+    # every request a chunk of arrived for (bounded): "interrupt all" also stops one whose media is not placed yet
+    _requests: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _pump: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -112,7 +116,7 @@ class WebRtcPeer:
     def interrupt(self, request_ids: list[str] | None) -> int:
         """Stop the named requests (None: all): their queued frames and audio are dropped now."""
         playout = self.feed.playout
-        dropped = playout.flush(request_ids)
+        dropped = playout.flush(list(self._requests) if request_ids is None else request_ids)
         for request_id in list(self._decoders):
             if playout.is_stopped(request_id):
                 del self._decoders[request_id]
@@ -124,6 +128,10 @@ class WebRtcPeer:
             item = await self._inbox.get()
             if not isinstance(item, Chunk) or not self._copies.first(item):
                 continue
+            self._requests[item.request_id] = None
+            self._requests.move_to_end(item.request_id)
+            while len(self._requests) > MAX_REQUESTS_REMEMBERED:
+                self._requests.popitem(last=False)
             try:
                 await self._play(item)
             except Exception:
