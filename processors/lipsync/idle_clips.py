@@ -16,9 +16,7 @@ one worker of each engine, and each engine renders and stores its own clip.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +29,7 @@ from infra.logging import log_scope
 from infra.settings import Settings
 from processors.common.batching import Shared
 from processors.common.kafka_app import Handler, Inbound, InvalidMessage, KafkaApp, Outgoing, parse_message
+from processors.common.priority import lower_thread_priority
 from processors.lipsync.engines.base import LipSyncEngine
 from processors.lipsync.engines.embedded import EmbeddedEngine
 from processors.lipsync.idle_clip import ENGINE_CACHE_BYTES, IDLE_CLIP_FORMAT, render_idle_clip
@@ -38,12 +37,11 @@ from schemas.idle_clip import IdleClipRequest
 
 log = logging.getLogger(__name__)
 
-# Added to the clip thread's nice value: the clip is wanted soon, the live chunks of every session now.
-BACKGROUND_NICENESS = 10
-# Longest a piece of a clip waits for the live work to pause; then it renders anyway (at low priority).
-# A piece rendered while live requests run holds the GIL from the live thread's renders: 2 s made a burst of ten
-# new sessions miss a chunk's deadline, so a clip now waits this long for a pause before it goes anyway.
+# Longest a piece of a clip waits for the live work to pause; then it renders anyway (at low priority). A piece
+# rendered while live requests run holds the GIL from the live thread's renders: 2 s made a burst of ten new
+# sessions miss a chunk's deadline.
 MAX_DEFER_S = 30.0
+
 
 class LiveActivity:
     """Counts the live requests in progress, so background work can wait for a pause between them."""
@@ -94,16 +92,6 @@ def clip_engine(engine: LipSyncEngine) -> LipSyncEngine:
     if isinstance(engine, EmbeddedEngine):
         return EmbeddedEngine(cache_bytes=ENGINE_CACHE_BYTES)
     return engine
-
-
-def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
-    """Make the calling thread (and the threads it starts) yield the CPU to everything else.
-
-    On Linux a thread's nice value is its own (setpriority on its thread id), and raising it needs no privilege.
-    """
-    with contextlib.suppress(OSError):  # not permitted here: render at normal priority rather than not at all
-        thread_id = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread_id, min(19, os.getpriority(os.PRIO_PROCESS, thread_id) + niceness))
 
 
 class IdleClipRenderer:

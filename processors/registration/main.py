@@ -6,9 +6,7 @@ is CPU-bound), and more processes share the jobs as one consumer group (``avatar
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,6 +21,7 @@ from infra.migrations import migrate
 from infra.registration_jobs import Attempt, RegistrationJobStore
 from infra.settings import Settings, get_settings
 from processors.common.kafka_app import Inbound, InvalidMessage, KafkaApp, Outgoing, parse_message, run_until_stopped
+from processors.common.priority import lower_thread_priority
 from processors.registration import core
 from processors.registration.analyse import RegistrationLimits, default_analyser
 from processors.registration.faces import FaceAnalyser
@@ -204,17 +203,13 @@ def create(settings: Settings) -> RegistrationWorker:
     return worker
 
 
-# Added to the worker's nice value: an upload's analysis takes a core for seconds, and on a machine it shares
-# with the lip-sync and the gateway their live chunks must not wait for it (a 720p video's registration raised
-# a session's first chunk by 40% at normal priority).
-REGISTRATION_NICENESS = 10
-
-
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, service="registration")
-    with contextlib.suppress(OSError):  # not permitted here: analyse at normal priority rather than not at all
-        os.nice(REGISTRATION_NICENESS)
+    # Before any thread starts, so all of them inherit it: an upload's analysis takes a core for seconds, and the
+    # live chunks of the lip-sync and the gateway on the same machine must not wait for it (a 720p video's
+    # registration raised a session's first chunk by 40% at normal priority).
+    lower_thread_priority()
     worker = create(settings)
     log.info("registration worker running", extra={"detector": worker.analyser.name})
     try:

@@ -14,7 +14,8 @@ from gateway.idle_clips import idle_clip_url, serving_engine
 from infra.avatar_store import AvatarRecord
 from infra.idle_clip_store import StoredClip, avatar_version
 from processors.common.kafka_app import Inbound, InvalidMessage, Outgoing
-from processors.lipsync.idle_clips import BACKGROUND_NICENESS, LiveActivity, lower_thread_priority, parse_request
+from processors.common.priority import BACKGROUND_NICENESS, lower_thread_priority
+from processors.lipsync.idle_clips import LiveActivity, parse_request
 from schemas.idle_clip import IdleClipRequest
 
 
