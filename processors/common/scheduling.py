@@ -82,24 +82,25 @@ class LaneScheduler[L: Hashable, J]:
         """Whether, after ``first``'s step, each due lane still has ``urgency_s`` once the due lanes before it
         (earliest first) have had their steps: for one due lane, "not due within ``urgency_s``"."""
         ahead = now
-        for due, _lane in sorted(((state.due, lane) for lane, state in self._lanes.items()
-                                  if lane != first and state.due is not None), key=lambda pair: pair[0]):
+        for due, _lane in self._by_due(besides=first):
             if due - ahead < self.urgency_s:
                 return False
             ahead += self.step_cost_s
         return True
 
     def _earliest_due(self) -> L:
-        return min(((state.due, lane) for lane, state in self._lanes.items() if state.due is not None),
-                   key=lambda pair: pair[0])[1]
+        return self._by_due()[0][1]
 
     def due_by(self, before: float, besides: L) -> list[J]:
         """The started jobs of lanes other than ``besides`` whose next output is due by ``before``, earliest first:
         candidates to join ``besides``'s step in a shared (batched) step (``had_turn`` for those that do)."""
-        due = sorted(((state.due, lane) for lane, state in self._lanes.items()
-                      if lane != besides and lane not in self._fresh and state.due is not None and state.due <= before),
-                     key=lambda pair: pair[0])
-        return [self._lanes[lane].active for _due, lane in due]
+        return [self._lanes[lane].active for due, lane in self._by_due(besides=besides)
+                if due <= before and lane not in self._fresh]
+
+    def _by_due(self, besides: L | None = None) -> list[tuple[float, L]]:
+        """(due, lane) of every lane with a deadline but ``besides``, earliest first."""
+        return sorted(((state.due, lane) for lane, state in self._lanes.items()
+                       if lane != besides and state.due is not None), key=lambda pair: pair[0])
 
     def had_turn(self, lane: L) -> None:
         """The lane was stepped outside ``next()`` (in another lane's shared step): its next turn comes last."""
