@@ -5,7 +5,7 @@
     python scripts/benchmark_idle_cpu.py --seconds 60 --settle 30
 
 It starts the stack as `make run` does (``python -m infra.launcher`` in the checkout, with its embedded broker,
-a throw-away database on the local PostgreSQL and a data folder of its own), waits until ``/ready`` answers 200
+a throw-away database (empty: the stack migrates it) and a data folder of its own), waits until ``/ready`` answers 200
 and ``--settle`` seconds more (start-up work such as the sample avatar's idle clip is done), then reads the CPU
 time of every process of the stack over ``--seconds`` and prints it per service, in % of one core.
 """
@@ -21,35 +21,19 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: the repository's packages
 
 from infra.broker import free_port
+from infra.migrations import throwaway_database
 from scripts import report_table
 
-SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 SERVICES = ("gateway.main", "processors.tts.main", "processors.lipsync.main", "processors.registration.main",
             "tansu", "infra.launcher")
-
-
-@contextmanager
-def throwaway_database() -> Iterator[str]:
-    name = f"avatar_idle_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(SERVER, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield SERVER.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(SERVER, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -94,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=20.0, help="seconds waited after /ready first")
     args = parser.parse_args(argv)
     port = free_port()
-    with throwaway_database() as url, tempfile.TemporaryDirectory(prefix="idle-cpu-") as data:
+    with throwaway_database("avatar_idle", migrated=False) as url, \
+            tempfile.TemporaryDirectory(prefix="idle-cpu-") as data:
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS="", EMBEDDED_KAFKA_PORT=str(free_port()), DATABASE_URL=url,
                    PORT=str(port), LOG_LEVEL="WARNING", DATA_DIR=data, PYTHONPATH=str(args.tree))
         print(f"starting the stack of {args.tree}", file=sys.stderr, flush=True)

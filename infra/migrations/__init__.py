@@ -42,10 +42,11 @@ def migrate(url: str) -> list[str]:
 
 @contextmanager
 def throwaway_database(prefix: str, local_server: str = "postgresql://postgres@127.0.0.1:5432/postgres",
-                       embedded_dir: str = "scratch-pg") -> Iterator[str]:
+                       embedded_dir: str = "scratch-pg", *, migrated: bool = True) -> Iterator[str]:
     """A fresh, migrated database named ``<prefix>_<random>`` (tests, benchmarks), dropped afterwards.
 
-    Uses the local server when one answers, else an embedded one under ``.data/<embedded_dir>``.
+    Uses the local server when one answers, else an embedded one under ``.data/<embedded_dir>``. ``migrated=False``
+    leaves it empty, for a service of another checkout that migrates it itself.
     """
     from infra.database import ensure_database, server_is_reachable, start_embedded_server, with_database
     from infra.settings import PROJECT_ROOT
@@ -57,7 +58,8 @@ def throwaway_database(prefix: str, local_server: str = "postgresql://postgres@1
         ensure_database(url)
     else:
         server, url = start_embedded_server(PROJECT_ROOT / ".data" / embedded_dir, name)
-    migrate(url)
+    if migrated:
+        migrate(url)
     try:
         yield url
     finally:
