@@ -35,6 +35,11 @@ class AuditActor:
     def user(cls, user_id: str, client_ip: str | None) -> AuditActor:
         return cls(user_id, "user", client_ip)
 
+    @classmethod
+    def system(cls) -> AuditActor:
+        """The service acting on its own (at start-up, say): no caller, no address."""
+        return cls("system", "system")
+
 
 @dataclass(frozen=True)
 class AuditEntry:

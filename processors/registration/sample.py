@@ -9,6 +9,7 @@ import cv2
 import psycopg
 from skimage import data as skimage_data
 
+from infra.audit import AVATAR_REGISTERED, AuditActor, AuditEntry
 from infra.avatar_store import AvatarStore
 from infra.crypto import FaceDataDecryptionError
 from processors.registration.analyse import analyse_upload
@@ -27,16 +28,25 @@ def sample_png() -> bytes:
 
 def ensure_sample_avatar(store: AvatarStore, avatar_id: str) -> bool:
     """Register the sample unless a current-format copy readable with today's keys is stored; returns True if
-    it registered now."""
-    if store.current_version(avatar_id) == FACE_DATA_VERSION and _readable(store, avatar_id):
+    it registered now (audited as the system's registration, in the same transaction)."""
+    version = store.current_version(avatar_id)
+    if version == FACE_DATA_VERSION and _readable(store, avatar_id):
         return False
+    cause = "missing" if version is None else "unreadable" if version == FACE_DATA_VERSION else "older_format"
     source = sample_png()
     result = analyse_upload(source, avatar_id=avatar_id)
+    # An admin's deletion of the sample is in the audit log; so is its coming back, or the log would show an
+    # avatar deleted and then in use without anyone registering it.
+    audit = AuditEntry(AVATAR_REGISTERED, AuditActor.system(), avatar_id=avatar_id, subject_user_id=SAMPLE_USER,
+                       details={"sample": True, "reason": "bundled sample avatar (re-)created at start-up",
+                                "previous_copy": cause, "media_kind": result.media_kind,
+                                "upload_bytes": len(source)})
     try:
         store.save(result.face_data, user_id=SAMPLE_USER, name="Sample (astronaut)",
                    description="Eileen Collins, NASA (public domain), shipped with scikit-image",
                    media_kind=result.media_kind, source=source, source_width=result.source_width,
-                   source_height=result.source_height, quality_report=result.report.to_dict(), replace=True)
+                   source_height=result.source_height, quality_report=result.report.to_dict(), replace=True,
+                   audit=audit)
     except psycopg.errors.UniqueViolation:
         # Workers started together each found it missing; the one that stored it first is as good as this one.
         log.info("sample avatar registered by another worker meanwhile", extra={"avatar_id": avatar_id})

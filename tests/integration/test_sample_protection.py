@@ -1,5 +1,6 @@
 """In dev mode a caller without a token acts as the admin, but cannot delete the bundled sample avatar: 403
-``sample_protected``, audited as a refused deletion; a caller sending ADMIN_TOKEN still can."""
+``sample_protected``, audited as a refused deletion; a caller sending ADMIN_TOKEN still can. A sample the
+admin deleted comes back at the next start-up, audited as the system's registration."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from infra.audit import AVATAR_DELETE_REFUSED, AVATAR_DELETED
+from infra.audit import AVATAR_DELETE_REFUSED, AVATAR_DELETED, AVATAR_REGISTERED, AuditActor, AuditEntry, AuditLog
 from infra.avatar_store import AvatarStore
 from infra.broker import EmbeddedBroker, free_port
-from infra.crypto import face_keyring
+from infra.crypto import FaceKeyring, face_keyring, new_key
 from infra.database import open_pool
+from infra.migrations import throwaway_database
 from infra.settings import Settings
 from processors.registration.analyse import analyse_upload
-from processors.registration.sample import SAMPLE_USER, sample_png
+from processors.registration.sample import SAMPLE_USER, ensure_sample_avatar, sample_png
 from tests.gateway_server import serve_gateway
 from tests.integration.stack import TEST_FACE_DATA_KEYS
 
@@ -84,3 +86,23 @@ def test_the_admin_token_deletes_the_sample_in_dev_mode(gateway: str, dev_settin
     assert deleted.status_code == 200, deleted.text
     assert httpx.get(f"{gateway}/avatar/{sample}/info").status_code == 404
     assert audit_of(gateway, sample)[0]["action"] == AVATAR_DELETED
+
+
+def test_the_sample_recreated_at_start_up_after_the_admin_deleted_it_is_audited_as_the_system() -> None:
+    # A database of its own: the shared one holds the running stack's sample under the same (user, name).
+    with throwaway_database("sample_audit") as url, open_pool(url, 2, name="sample-audit-test") as pool:
+        store, log = AvatarStore(pool, FaceKeyring([new_key("sample-audit")])), AuditLog(pool)
+        assert ensure_sample_avatar(store, "sample") is True
+        assert ensure_sample_avatar(store, "sample") is False, "a stored sample is left alone"
+        assert [(e.action, e.actor_kind) for e in log.page(avatar_id="sample")] == [(AVATAR_REGISTERED, "system")]
+        store.delete("sample", AuditEntry(AVATAR_DELETED, AuditActor.admin("10.1.2.3"), avatar_id="sample",
+                                          subject_user_id=SAMPLE_USER))
+        assert ensure_sample_avatar(store, "sample") is True
+        recreated, deleted, first = log.page(avatar_id="sample")
+        assert (deleted.action, deleted.actor_kind, deleted.client_ip) == (AVATAR_DELETED, "admin", "10.1.2.3")
+        assert (recreated.action, recreated.actor, recreated.actor_kind) == (AVATAR_REGISTERED, "system", "system")
+        assert recreated.client_ip is None and recreated.subject_user_id == SAMPLE_USER
+        assert recreated.details["sample"] is True and recreated.details["previous_copy"] == "missing"
+        assert "bundled sample" in recreated.details["reason"] and "start-up" in recreated.details["reason"]
+        assert recreated.created_at >= deleted.created_at and first.details == recreated.details
+        assert store.load_face_data("sample").frames
