@@ -452,6 +452,39 @@ def test_english_days_next_to_a_month_are_ordinals_and_other_numbers_are_not(tex
 @pytest.mark.parametrize(
     ("text", "said"),
     [
+        ("جلسه در Jan 5, 2024 برگزار شد.", "جلسه در پنجم ژانویه دو هزار و بیست و چهار برگزار شد."),
+        ("قرارداد January 5 امضا شد.", "قرارداد پنجم ژانویه امضا شد."),
+        ("او 5 January 2024 به تهران آمد.", "او پنجم ژانویه دو هزار و بیست و چهار به تهران آمد."),
+        ("کلاس‌ها از Sept. 3rd شروع می‌شوند.", "کلاس‌ها از سوم سپتامبر شروع می‌شوند."),
+        ("مهلت ثبت‌نام تا Dec 25, 1999 بود.", "مهلت ثبت‌نام تا بیست و پنجم دسامبر هزار و نهصد و نود و نه بود."),
+        ("نامه روز ۱۲ March رسید.", "نامه روز دوازدهم مارس رسید."),
+    ],
+)
+def test_an_english_month_date_in_persian_text_is_one_persian_date_with_the_gregorian_month(
+        text: str, said: str) -> None:
+    pieces = plan_speech(text, "fa")
+    assert [piece.language for piece in pieces] == ["fa"] * len(pieces), [(p.language, p.spoken) for p in pieces]
+    spoken = " ".join(piece.spoken for piece in pieces)
+    assert spoken == said
+    assert "," not in spoken and not any("a" <= character.lower() <= "z" for character in spoken)
+    assert " ".join(piece.display for piece in pieces) == text, "subtitles keep the date as written"
+
+
+def test_an_english_month_date_is_still_english_in_an_english_request_and_in_english_words_of_persian_text() -> None:
+    assert spoken_of("The meeting is on Jan 5, 2024.", "en") == "The meeting is on January fifth, twenty twenty-four."
+    assert spoken_of("Classes start Sept. 3rd.", "en") == "Classes start September third."
+    assert [(p.language, p.spoken) for p in plan_speech("او گفت: The deadline is Jan 5, 2024.", "fa")] == [
+        ("fa", "او گفت:"), ("en", "The deadline is January fifth, twenty twenty-four.")]
+
+
+def test_a_capitalised_month_word_without_a_day_beside_it_stays_an_english_word_in_persian_text() -> None:
+    assert [(p.language, p.spoken) for p in plan_speech("فیلم May I Help You پخش شد.", "fa")] == [
+        ("fa", "فیلم"), ("en", "May I Help You"), ("fa", "پخش شد.")]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
         ("او در قرن ۲۱ام زندگی می‌کند.", "او در قرن بیست و یکم زندگی می‌کند."),
         ("نفر ۳ام شد.", "نفر سوم شد."),
         ("۲۰امین سالگرد", "بیستمین سالگرد"),

@@ -45,6 +45,9 @@ class TokenKind(Enum):
     DAY = auto()  # a number that is the day of a month named next to it ("۱۲ اردیبهشت", "January 5")
     DAY_BEFORE_MONTH = auto()  # an English day written before its month: "12 March" is "the twelfth of March"
     MONTH = auto()  # a short English month name beside its day ("Jan 5"): said in full
+    # An English month name with its day ("Jan 5, 2024", "5 January", "Sept. 3rd"), one token with no script of
+    # its own: the run around it says it, so a Persian sentence reads it as one Persian date ("پنجم ژانویه").
+    MONTH_DATE = auto()
     RANGE = auto()  # the dash of "۱۰-۱۵" / "1990–2000": said "تا" / "to"
     SLASHED_NUMBER = auto()
     NUMBER = auto()
@@ -143,7 +146,7 @@ def tokenise(text: str) -> list[Token]:
         tokens.append(_protected_token(match))
         position = match.end()
     tokens.extend(_plain_tokens(text[position:]))
-    return mark_number_ranges(mark_days_of_month(tokens))
+    return mark_month_dates(mark_number_ranges(mark_days_of_month(tokens)))
 
 
 def url_host(url: str) -> str:
@@ -224,6 +227,55 @@ def mark_number_ranges(tokens: list[Token]) -> list[Token]:
             if tokens[index - 1].kind is TokenKind.DAY and end.kind is TokenKind.NUMBER and _is_day_number(end.text):
                 marked[index + 1] = Token(TokenKind.DAY, end.text, None)  # "March 3-5": third to fifth
     return marked
+
+
+_MONTH_DATE_DAYS = frozenset({TokenKind.DAY, TokenKind.DAY_BEFORE_MONTH, TokenKind.ORDINAL})
+_YEAR_DIGITS_RE = re.compile(f"^[{ANY_DIGIT}]{{4}}$")
+
+
+def mark_month_dates(tokens: list[Token]) -> list[Token]:
+    """An English month name and its day (either order, "3rd" too) become one MONTH_DATE token, with the year
+    after "Jan 5," taken in so that its comma is never said; a year after "5 January" stays a number of its own,
+    said as a year in either language."""
+    merged: list[Token] = []
+    index = 0
+    while index < len(tokens):
+        end = _month_date_end(tokens, index)
+        if end is None:
+            merged.append(tokens[index])
+            index += 1
+            continue
+        text = "".join(" " if token.kind is TokenKind.SPACE else token.text for token in tokens[index:end])
+        merged.append(Token(TokenKind.MONTH_DATE, text, None))
+        index = end
+    return merged
+
+
+def _month_date_end(tokens: list[Token], index: int) -> int | None:
+    """The end of the month date that starts at ``index`` ("Jan 5[, 2024]" or "5 Jan"), or None."""
+    day = _neighbour(tokens, index, 1)
+    if day is None or day != index + 2:  # a month and its day are one space apart
+        return None
+    if _is_english_month(tokens[index]) and _is_month_day(tokens[day]):
+        comma, year = day + 1, day + 3
+        if (year < len(tokens) and tokens[comma].text == "," and tokens[comma + 1].kind is TokenKind.SPACE
+                and tokens[year].kind is TokenKind.NUMBER and _YEAR_DIGITS_RE.match(tokens[year].text)):
+            return year + 1
+        return day + 1
+    if _is_month_day(tokens[index]) and _is_english_month(tokens[day]):
+        return day + 1
+    return None
+
+
+def _is_english_month(token: Token) -> bool:
+    return token.kind in (TokenKind.MONTH, TokenKind.WORD, TokenKind.ABBREVIATION) and (
+        token.text in ENGLISH_MONTHS_BY_NAME)
+
+
+def _is_month_day(token: Token) -> bool:
+    if token.kind not in _MONTH_DATE_DAYS:
+        return False
+    return token.kind is not TokenKind.ORDINAL or _is_day_number(token.text[:-2])
 
 
 def _names_a_month_beside(tokens: list[Token], index: int) -> bool:

@@ -10,6 +10,7 @@ from processors.tts.text.abbreviations import expand_abbreviation
 from processors.tts.text.language import Language
 from processors.tts.text.months import (
     ENGLISH_MONTHS,
+    ENGLISH_MONTHS_BY_NAME,
     ENGLISH_SHORT_MONTHS,
     GREGORIAN_MONTHS_IN_PERSIAN,
     SOLAR_HIJRI_MONTHS,
@@ -328,6 +329,26 @@ def _say_month(text: str, language: Language) -> str:
     return ENGLISH_MONTHS[ENGLISH_SHORT_MONTHS[text]]
 
 
+_MONTH_NAME_RE = re.compile(r"[A-Z][a-z]+\.?")  # capitalised: the "rd" of "3rd" is no month
+
+
+def _say_month_date(text: str, language: Language) -> str:
+    """"Jan 5, 2024" → "پنجم ژانویه دو هزار و بیست و چهار" / "January fifth, twenty twenty-four"; "5 January"
+    → "پنجم ژانویه" / "the fifth of January". Persian names the Gregorian month and drops the Latin comma."""
+    name = _MONTH_NAME_RE.search(text)
+    assert name is not None, text  # a MONTH_DATE token always holds its month
+    month = ENGLISH_MONTHS_BY_NAME[name.group()]
+    numbers = [int(group) for group in _DIGITS_RE.findall(to_ascii_digits(text))]
+    day, year = numbers[0], numbers[1] if len(numbers) > 1 else None
+    if language == "fa":
+        said = f"{persian_ordinal(day)} {GREGORIAN_MONTHS_IN_PERSIAN[month]}"
+        return said if year is None else f"{said} {persian_cardinal(year)}"
+    if name.start() > 0:  # the day written first
+        return f"the {english_ordinal(day)} of {ENGLISH_MONTHS[month]}"
+    said = f"{ENGLISH_MONTHS[month]} {english_ordinal(day)}"
+    return said if year is None else f"{said}, {english_year(year)}"
+
+
 def _say_punctuation(text: str, language: Language) -> str:
     words = _SYMBOL_WORDS.get(text)
     # Spaces around: a symbol written without them ("C++", "3+4") is still said as separate words
@@ -363,6 +384,7 @@ _SPEAKERS: dict[TokenKind, Callable[[str, Language], str]] = {
     TokenKind.DAY: _say_day,
     TokenKind.DAY_BEFORE_MONTH: _say_day_before_month,
     TokenKind.MONTH: _say_month,
+    TokenKind.MONTH_DATE: _say_month_date,
     TokenKind.RANGE: _say_range,
     TokenKind.DATE: _say_date,
     TokenKind.TIME: _say_time,
