@@ -33,7 +33,7 @@ from gateway.upload import UploadError, read_upload
 from gateway.voice import VoiceRefused, changed_default, check_listed, default_for_avatar, parse_voice_choice
 from infra.audit import AVATAR_DELETE_REFUSED, AVATAR_DELETED, AVATAR_VOICE_CHANGED, AuditEntry, AuditLog
 from infra.avatar_store import AvatarNotFound, AvatarRecord
-from infra.image_end import without_trailing_bytes
+from infra.media_end import without_trailing_bytes
 from infra.media_kind import SNIFF_BYTES, UnsupportedMedia, sniff_media_kind
 from infra.registration_jobs import JobStatus, RegistrationJobStore
 from schemas.avatar import FaceFrame, VoiceChoice
@@ -81,13 +81,14 @@ def refusal_response(refused: RegistrationRefused) -> JSONResponse:
     return JSONResponse(refused.body, status_code=refused.status)
 
 
-def image_bytes(data: bytes) -> bytes:
-    """An image upload up to its end marker: a ZIP or script appended to a valid JPEG/PNG/GIF is never stored."""
+def media_bytes(data: bytes) -> bytes:
+    """An upload up to the end its format declares: a ZIP or script appended to a valid image or video is never
+    stored."""
     if not data:
         return data
     kept = without_trailing_bytes(data, sniff_media_kind(data[:SNIFF_BYTES]))
     if len(kept) < len(data):
-        log.info("bytes after the image's end marker dropped", extra={"dropped_bytes": len(data) - len(kept)})
+        log.info("bytes after the file's own end dropped", extra={"dropped_bytes": len(data) - len(kept)})
     return kept
 
 
@@ -120,7 +121,7 @@ async def register(request: Request, who: Caller, running: Running, registry: Re
                                    text_fields=_TEXT_FIELDS, on_file_head=_sniff_or_refuse, head_bytes=SNIFF_BYTES)
         if not upload.has_file:
             raise RegistrationRefused(400, "missing_field", "The form field 'file' (the photo or video) is required.")
-        form = validate_request(upload.fields, image_bytes(bytes(upload.file)), upload.filename)
+        form = validate_request(upload.fields, media_bytes(bytes(upload.file)), upload.filename)
         form = replace(form, default_voice=default_for_avatar(parse_voice_choice(upload.fields), running.settings))
         check_listed(form.default_voice, listed_voices(running))
         _check_may_register(who, form.user_id)

@@ -13,7 +13,7 @@ import av.error
 import cv2
 import numpy as np
 
-from infra.image_end import without_trailing_bytes
+from infra.media_end import without_trailing_bytes
 from infra.media_kind import SNIFF_BYTES, MediaKind, UnsupportedMedia
 from infra.media_kind import sniff_media_kind as infra_sniff
 from processors.registration.errors import RegistrationError
@@ -74,7 +74,7 @@ def decode_media(
 ) -> DecodedMedia:
     """Sniff, check the declared dimensions, then decode ``data`` into normalised RGB frames."""
     kind = sniff_media_kind(data[:SNIFF_BYTES])
-    # The gateway stages only the image's own bytes; an upload staged otherwise decodes the same, payload unread.
+    # The gateway stages only the file's own bytes; an upload staged otherwise decodes the same, payload unread.
     data = without_trailing_bytes(data, kind)
     if kind in ("jpeg", "png"):
         return decode_image(data, kind, max_pixels=max_pixels, max_side=max_side)

@@ -40,7 +40,7 @@ from schemas.avatar_events import AvatarInvalidated
 from tests.gateway_server import serve_gateway
 from tests.integration.stack import TEST_FACE_DATA_KEYS, RunningStack
 from tests.unit.face_fixtures import astronaut_photo
-from tests.unit.test_image_end import zip_payload
+from tests.unit.test_media_end import zip_payload
 from tests.unit.test_registration_analysis import HEAD_CROP
 from tests.unit.test_registration_media import png_bytes, png_header_only, resized, video_bytes
 
@@ -192,6 +192,18 @@ def test_video_registration_stores_every_frame_with_its_face(admin: httpx.Client
     assert np.abs(face_data.frames[5].image.astype(int) - frames[5].astype(int)).mean() < 6
 
 
+@pytest.mark.parametrize("container", ["mp4", "mov", "webm"])
+def test_a_video_with_a_zip_appended_registers_and_only_the_video_is_stored(
+        admin: httpx.Client, store: AvatarStore, container: str) -> None:
+    head = resized(np.asarray(data.astronaut())[HEAD_CROP], (288, 288))
+    video = video_bytes([np.roll(head, shift, axis=1) for shift in range(4)], fps=10, container=container)
+    response = register(admin, video + zip_payload(), filename=f"clip.{container}")
+    assert response.status_code == 201, response.text
+    assert response.json()["analysis"]["frames"] == 4
+    stored = store.source(response.json()["avatar_id"])
+    assert stored == video and b"PK\x03\x04" not in stored and b"payload.sh" not in stored
+
+
 def audio_only_mp4() -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as output:
@@ -209,11 +221,13 @@ def bad_uploads() -> dict[str, tuple[bytes, int, str]]:
     astronaut = np.asarray(data.astronaut(), dtype=np.uint8)
     head = astronaut[HEAD_CROP]
     png = png_bytes(astronaut)
+    mp4 = video_bytes([resized(head, (96, 96))] * 10)
     return {
         "zero bytes": (b"", 400, "empty_file"),
         "text named .png": (b"name,age\nsara,31\n" * 10, 415, "unsupported_media_type"),
         "HEIC named .jpg": (b"\x00\x00\x00\x18ftypheic" + bytes(100), 415, "unsupported_media_type"),
         "truncated PNG": (png[: len(png) // 2], 400, "corrupt_file"),
+        "truncated MP4": (mp4[: len(mp4) // 2], 400, "corrupt_file"),
         "PNG bomb 100000 px square": (png_header_only(100_000, 100_000), 413, "image_too_large"),
         "photo without a face": (png_bytes(np.asarray(data.coffee(), dtype=np.uint8)), 422, "no_face"),
         "two faces": (png_bytes(np.hstack([head, head])), 422, "multiple_faces"),
