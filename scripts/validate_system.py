@@ -1,6 +1,7 @@
 """Checks that this machine can run the service: broker, database, migrations, voices, models, faces, GPU.
 
-    .venv/bin/python scripts/validate_system.py                         # broker, database, migrations, espeak-ng, GPU
+    .venv/bin/python scripts/validate_system.py                         # broker, database, migrations, espeak-ng,
+                                                                        # piper voices, GPU
     .venv/bin/python scripts/validate_system.py --check-models          # + load each model and run one inference
     .venv/bin/python scripts/validate_system.py --check-face-detection  # + detect and landmark the sample's face
 
@@ -10,6 +11,7 @@ Prints one row per check (ok, FAIL or skip) with a fix for each failure; exit st
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,8 @@ import psycopg
 
 from infra.settings import Settings, load_settings
 from processors.registration.analyse import RegistrationResult
+from processors.tts.engines.base import Language
+from processors.tts.engines.piper_catalog import Catalog, PiperVoiceInfo
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
 
@@ -103,6 +107,107 @@ def check_espeak(settings: Settings) -> Result:
         return Result("espeak-ng voices", FAIL, f"no speech from {', '.join(silent)}",
                       "choose voices `espeak-ng --voices` lists (ESPEAK_VOICE_FA, ESPEAK_VOICE_EN)")
     return Result("espeak-ng voices", OK, ", ".join(f"{voice}: {n} samples" for voice, n in spoken.items()))
+
+
+PIPER_PHRASES = {"fa": "سلام، امروز هوا خوب است.", "en": "Hello, the weather is fine today."}
+_PIPER_INSTALL = "install a voice with `scripts/download_models.py --piper-voice NAME --from FILE_OR_URL`"
+
+
+def check_piper_voices(settings: Settings) -> Result:
+    """The catalog the TTS processor loads: PIPER_MODEL, PIPER_VOICES_DIR's voices, the joe voice's package."""
+    return piper_voices_result(settings, packaged=True)
+
+
+def piper_voices_result(settings: Settings, *, packaged: bool) -> Result:
+    """Every voice of the catalog loaded (its own ONNX Runtime session, as the processor does) and made to say a
+    short phrase in its language; a FAIL row when a voice does not, or piper is asked for and has no voice."""
+    from processors.tts.engines.piper import catalog_files
+    from processors.tts.engines.piper_catalog import read_catalog
+
+    name, folder = "piper voices", settings.piper_voice_folder
+    asked = piper_asked_by(settings)
+    files = catalog_files(folder, settings.piper_model, packaged=packaged)
+    if not files:
+        if asked:
+            return Result(name, FAIL, f"no piper voice in {folder}, yet piper is asked for by {', '.join(asked)}",
+                          f"{_PIPER_INSTALL} (into PIPER_VOICES_DIR), or set TTS_ENGINE=espeak")
+        return Result(name, SKIP, f"no piper voice catalog ({folder} holds no voice) and no setting asks for piper")
+    if importlib.util.find_spec("piper") is None:
+        detail = f"{len(files)} voice file(s) but the piper-tts package is not installed"
+        if asked:
+            return Result(name, FAIL, f"{detail}, yet piper is asked for by {', '.join(asked)}",
+                          "pip install -e '.[piper]'")
+        return Result(name, SKIP, f"{detail}: nothing asks for piper")
+    catalog = read_catalog(files)
+    problems = [(reason if reason.startswith(path.name) else f"{path.name}: {reason}", _passed_over_fix(reason))
+                for path, reason in catalog.skipped]
+    said = []
+    for voice in catalog.voices:
+        outcome = _speak_once(settings, voice)
+        if isinstance(outcome, str):
+            said.append(outcome)
+        else:
+            problems.append(outcome)
+    problems += _unknown_piper_defaults(settings, catalog)
+    if problems:
+        fixes = list(dict.fromkeys(fix for _, fix in problems))
+        return Result(name, FAIL, "; ".join(detail for detail, _ in problems), "; ".join(fixes))
+    unused = "" if asked else " (unused: TTS_ENGINE=piper or TTS_EXTRA_ENGINES=piper speaks with them)"
+    return Result(name, OK, ", ".join(said) + unused)
+
+
+def piper_asked_by(settings: Settings) -> list[str]:
+    """The settings that say piper is meant to speak here."""
+    asked = ["TTS_ENGINE / TTS_EXTRA_ENGINES"] if "piper" in settings.selected_tts_engines else []
+    for setting, value in (("PIPER_MODEL", settings.piper_model), ("PIPER_VOICES_DIR", settings.piper_voices_dir),
+                           ("PIPER_VOICE_FA", settings.piper_voice_fa), ("PIPER_VOICE_EN", settings.piper_voice_en)):
+        if value:
+            asked.append(setting)
+    return asked
+
+
+def _passed_over_fix(reason: str) -> str:
+    """What to do about a file the catalog passed over, by the reason piper_catalog gave."""
+    if "speaks" in reason:
+        return "remove voices of other languages from PIPER_VOICES_DIR (this service speaks fa and en)"
+    if "already in the catalog" in reason:
+        return "keep one file per voice name (PIPER_MODEL and PIPER_VOICES_DIR name the same voice)"
+    if "beside it" in reason or "no voice file" in reason:
+        return f"{_PIPER_INSTALL}: it writes the .onnx and its .onnx.json"
+    return "put the voice's own .onnx.json (from the same voice repository) beside its .onnx"
+
+
+def _speak_once(settings: Settings, voice: PiperVoiceInfo) -> str | tuple[str, str]:
+    """"name (fa): 1.2 s of speech", or (what went wrong, its fix)."""
+    from processors.tts.engines.base import EngineConfigError, TtsFailure
+    from processors.tts.engines.piper import PiperEngine
+    from processors.tts.engines.piper_catalog import Catalog
+
+    try:
+        engine = PiperEngine(Catalog((voice,)), threads=settings.piper_threads,
+                             cache_dir=settings.data_dir / "models" / "piper")
+        speech = engine.synthesize(PIPER_PHRASES[voice.language], voice.language, voice.name)
+    except EngineConfigError as error:
+        return str(error), "replace the voice with a piper (VITS) export and its own .onnx.json"
+    except TtsFailure as error:
+        return f"{voice.name}: {error}", "replace the voice; check that its .onnx.json belongs to its .onnx"
+    if len(speech.pcm) == 0:
+        return f"{voice.name}: no audio for a short phrase", "replace the voice; its graph gives no speech"
+    return f"{voice.name} ({voice.language}): {len(speech.pcm) / speech.sample_rate:.1f} s"
+
+
+def _unknown_piper_defaults(settings: Settings, catalog: Catalog) -> list[tuple[str, str]]:
+    """PIPER_VOICE_FA / PIPER_VOICE_EN naming no voice of their language: the processor would stop at start-up."""
+    problems = []
+    configured: tuple[tuple[Language, str], ...] = (("fa", settings.piper_voice_fa), ("en", settings.piper_voice_en))
+    for language, wanted in configured:
+        voice = catalog.named(wanted) if wanted else None
+        if wanted and (voice is None or voice.language != language):
+            known = ", ".join(v.name for v in catalog.of_language(language))
+            choice = f"one of its {language} voices ({known})" if known else f"a {language} voice you install"
+            problems.append((f"PIPER_VOICE_{language.upper()}: no {language} voice '{wanted}' in the catalog",
+                             f"set PIPER_VOICE_{language.upper()} to {choice}, or leave it empty"))
+    return problems
 
 
 def check_gpu(settings: Settings) -> Result:
@@ -187,7 +292,8 @@ def check_viseme_estimator(_settings: Settings) -> Result:
     return Result("viseme estimator", OK, f"{len(estimator.classes)} classes, {len(marks)} onsets in 1 s of audio")
 
 
-BASE_CHECKS: list[Check] = [check_broker, check_database, check_migrations, check_espeak, check_gpu]
+BASE_CHECKS: list[Check] = [check_broker, check_database, check_migrations, check_espeak, check_piper_voices,
+                            check_gpu]
 MODEL_CHECKS: list[Check] = [check_lipsync_model, check_viseme_estimator]
 FACE_CHECKS: list[Check] = [check_face_detection]
 
