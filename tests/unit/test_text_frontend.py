@@ -458,6 +458,7 @@ def test_english_days_next_to_a_month_are_ordinals_and_other_numbers_are_not(tex
         ("کلاس‌ها از Sept. 3rd شروع می‌شوند.", "کلاس‌ها از سوم سپتامبر شروع می‌شوند."),
         ("مهلت ثبت‌نام تا Dec 25, 1999 بود.", "مهلت ثبت‌نام تا بیست و پنجم دسامبر هزار و نهصد و نود و نه بود."),
         ("نامه روز ۱۲ March رسید.", "نامه روز دوازدهم مارس رسید."),
+        ("آخرین مهلت Jan 31، 2025 است.", "آخرین مهلت سی و یکم ژانویه دو هزار و بیست و پنج است."),
     ],
 )
 def test_an_english_month_date_in_persian_text_is_one_persian_date_with_the_gregorian_month(

@@ -258,7 +258,7 @@ def _month_date_end(tokens: list[Token], index: int) -> int | None:
         return None
     if _is_english_month(tokens[index]) and _is_month_day(tokens[day]):
         comma, year = day + 1, day + 3
-        if (year < len(tokens) and tokens[comma].text == "," and tokens[comma + 1].kind is TokenKind.SPACE
+        if (year < len(tokens) and tokens[comma].text in (",", "،") and tokens[comma + 1].kind is TokenKind.SPACE
                 and tokens[year].kind is TokenKind.NUMBER and _YEAR_DIGITS_RE.match(tokens[year].text)):
             return year + 1
         return day + 1
