@@ -7,9 +7,11 @@ Two player tabs on one service, one per transport (``?transport=mse`` and ``?tra
 same sentences in turn, so both see the same machine load. Figures:
 - text sent → first frame shown: the first requestVideoFrameCallback of the tab's visible video after the
   click (the MSE <video> or the WebRTC one), p50 and p95 per transport;
-- WebRTC interrupt: click → last increase of inbound-rtp video frames decoded, of speech-sized audio packets
-  received (the audio track sends silence between utterances), and of the played audio's energy (sampled
-  every 10 ms in the page);
+- WebRTC interrupt: click → the peer's flush answered (its POST's response, Resource Timing), and the last
+  increase of inbound-rtp video packets received (what the gateway sent), of speech-sized audio packets
+  received (the audio track sends silence between utterances), of video frames decoded (Chromium holds the
+  video in sync with the audio's jitter buffer) and of the played audio's energy (sampled every 10 ms in
+  the page);
 - CPU: the gateway process's CPU time while each transport's tab speaks, per second of speech, and the
   parts of the WebRTC cost measured in-process: demuxing the fMP4 chunks and decoding their AAC to 48 kHz,
   the video for the codec the browser negotiated (H.264: Annex B access units packetised by aiortc, no
@@ -230,10 +232,15 @@ def main() -> None:
                 ["transport", "n", "p50", "p95", "min"], rows,
                 lambda c: f"{c:.0f}" if isinstance(c, float) else str(c)))
     stops = found["stops"]
-    stop_rows = [[label, len(stops), statistics.median(s[key] for s in stops), max(s[key] for s in stops)]
-                 for label, key in (("video: frames decoded", "videoStopMs"),
-                                    ("audio: speech packets received", "audioStopMs"),
-                                    ("audio: energy played (after Chromium's playout buffer)", "energyStopMs"))]
+    stop_rows = []
+    for label, key in (("the peer's flush answered (its POST's response)", "flushAnsweredMs"),
+                       ("video: packets received (the gateway's last)", "videoPacketsStopMs"),
+                       ("audio: speech packets received", "audioStopMs"),
+                       ("video: frames decoded (behind Chromium's A/V sync)", "videoStopMs"),
+                       ("audio: energy played (after Chromium's playout buffer)", "energyStopMs")):
+        values = [s[key] for s in stops if s.get(key) is not None]
+        if values:
+            stop_rows.append([label, len(values), statistics.median(values), max(values)])
     print(table("WebRTC interrupt: click → the last media (ms; inbound-rtp sampled every 10 ms)",
                 ["what stops", "n", "p50", "max"], stop_rows,
                 lambda c: f"{c:.0f}" if isinstance(c, float) else str(c)))

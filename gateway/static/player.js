@@ -623,8 +623,8 @@ class AvatarPlayer {
   interrupt() {
     const active = [...this.requests.values()].filter((r) => r.state === "queued" || r.state === "playing");
     if (!active.length && !this.awaitingAccept.length) return;
+    this.rtc.interrupt();  // first: the peer's flush is what stops the WebRTC media; the WebSocket's stops the pipeline
     this.connection.send({ type: "interrupt" });
-    this.rtc.interrupt();
     for (const request of [...active, ...this.awaitingAccept]) {
       if (request.id) this.interrupted.add(request.id);
       request.state = "interrupted";
