@@ -61,7 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(tags=["avatars"], lifespan=lifespan)
 
 
-def registrations(request: Request) -> Registrations:
+async def registrations(request: Request) -> Registrations:
     found: Registrations = request.app.state.registrations
     return found
 

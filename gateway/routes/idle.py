@@ -42,7 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(tags=["avatars"], lifespan=lifespan)
 
 
-def idle_clips(request: Request) -> IdleClips:
+async def idle_clips(request: Request) -> IdleClips:
     found: IdleClips = request.app.state.idle_clips
     return found
 

@@ -6,9 +6,7 @@ text in, interrupts, subtitles. A WebSocket interrupt reaches the peer through `
 requests still in flight; one whose chunks have all arrived may still be queued for playback on the peer, so
 the client also flushes its peer here (the MSE player drops its buffer the same way, in the browser).
 
-The interrupt's dependencies are ``async``: FastAPI runs a plain ``def`` dependency on a worker thread, and each
-such hop waits for the event loop to come round again. On a CPU-starved gateway (loop iterations 50-600 ms
-apart, measured at load 12-18 on 2 cores) three hops held the flush back by up to 1.6 s.
+Every dependency of these routes runs on the event loop (gateway/deps.py says why: a thread hop delayed the flush).
 """
 
 from __future__ import annotations
@@ -43,15 +41,6 @@ class WebRtcAnswer(BaseModel):
     type: Literal["answer"] = "answer"
 
 
-async def caller(request: Request) -> Principal:
-    """The caller, resolved on the event loop (an HMAC check: no I/O, no worker thread)."""
-    return principal(request)
-
-
-async def running_services(request: Request) -> Services:
-    return services(request)
-
-
 async def hub(request: Request) -> WebRtcHub:
     found: WebRtcHub | None = getattr(request.app.state, "webrtc", None)
     if found is None:
@@ -82,8 +71,8 @@ async def _owned_peer(running: Services, peers: WebRtcHub, peer_id: str, session
              responses={401: {"description": "no or bad token"}, 404: {"description": "no such session of yours"},
                         400: {"description": "the offer was refused"},
                         503: {"description": "WebRTC is off or this gateway serves its maximum of peers"}})
-async def offer(body: WebRtcOffer, who: Annotated[Principal, Depends(caller)],
-                running: Annotated[Services, Depends(running_services)],
+async def offer(body: WebRtcOffer, who: Annotated[Principal, Depends(principal)],
+                running: Annotated[Services, Depends(services)],
                 peers: Annotated[WebRtcHub, Depends(hub)]) -> WebRtcAnswer:
     owner = await _owned_session(running, body.session_id, who)
     try:
@@ -95,8 +84,8 @@ async def offer(body: WebRtcOffer, who: Annotated[Principal, Depends(caller)],
 
 @router.delete("/webrtc/peers/{peer_id}", status_code=204, summary="Close a WebRTC peer",
                responses={404: {"description": "no such peer of yours"}})
-async def close(peer_id: str, session_id: SessionId, who: Annotated[Principal, Depends(caller)],
-                running: Annotated[Services, Depends(running_services)],
+async def close(peer_id: str, session_id: SessionId, who: Annotated[Principal, Depends(principal)],
+                running: Annotated[Services, Depends(services)],
                 peers: Annotated[WebRtcHub, Depends(hub)]) -> Response:
     await _owned_peer(running, peers, peer_id, session_id, who)
     await peers.close(peer_id)
@@ -105,8 +94,8 @@ async def close(peer_id: str, session_id: SessionId, who: Annotated[Principal, D
 
 @router.post("/webrtc/peers/{peer_id}/interrupt", status_code=204, summary="Flush a WebRTC peer's queued media",
              responses={404: {"description": "no such peer of yours"}})
-async def interrupt(peer_id: str, session_id: SessionId, who: Annotated[Principal, Depends(caller)],
-                    running: Annotated[Services, Depends(running_services)],
+async def interrupt(peer_id: str, session_id: SessionId, who: Annotated[Principal, Depends(principal)],
+                    running: Annotated[Services, Depends(services)],
                     peers: Annotated[WebRtcHub, Depends(hub)]) -> Response:
     peer = peers.peer_of(peer_id, session_id)
     if peer is None or not (who.is_admin or peer.owner == who.user_id):
