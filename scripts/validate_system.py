@@ -28,7 +28,7 @@ import psycopg
 from infra.settings import Settings, load_settings
 from processors.registration.analyse import RegistrationResult
 from processors.tts.engines.base import Language
-from processors.tts.engines.piper_catalog import Catalog, PiperVoiceInfo
+from processors.tts.engines.piper_catalog import Catalog, PiperVoiceInfo, names_no_voice_of, read_catalog
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
 
@@ -122,7 +122,6 @@ def piper_voices_result(settings: Settings, *, packaged: bool) -> Result:
     """Every voice of the catalog loaded (its own ONNX Runtime session, as the processor does) and made to say a
     short phrase in its language; a FAIL row when a voice does not, or piper is asked for and has no voice."""
     from processors.tts.engines.piper import catalog_files
-    from processors.tts.engines.piper_catalog import read_catalog
 
     name, folder = "piper voices", settings.piper_voice_folder
     asked = piper_asked_by(settings)
@@ -181,7 +180,6 @@ def _speak_once(settings: Settings, voice: PiperVoiceInfo) -> str | tuple[str, s
     """"name (fa): 1.2 s of speech", or (what went wrong, its fix)."""
     from processors.tts.engines.base import EngineConfigError, TtsFailure
     from processors.tts.engines.piper import PiperEngine
-    from processors.tts.engines.piper_catalog import Catalog
 
     try:
         engine = PiperEngine(Catalog((voice,)), threads=settings.piper_threads,
@@ -201,8 +199,7 @@ def _unknown_piper_defaults(settings: Settings, catalog: Catalog) -> list[tuple[
     problems = []
     configured: tuple[tuple[Language, str], ...] = (("fa", settings.piper_voice_fa), ("en", settings.piper_voice_en))
     for language, wanted in configured:
-        voice = catalog.named(wanted) if wanted else None
-        if wanted and (voice is None or voice.language != language):
+        if names_no_voice_of(catalog, language, wanted):
             known = ", ".join(v.name for v in catalog.of_language(language))
             choice = f"one of its {language} voices ({known})" if known else f"a {language} voice you install"
             problems.append((f"PIPER_VOICE_{language.upper()}: no {language} voice '{wanted}' in the catalog",

@@ -206,7 +206,7 @@ def test_flushing_the_peer_alone_stops_what_it_has_queued_and_refuses_the_rest_o
     watched: dict[str, float] = page.evaluate(INTERRUPT_AND_WATCH, "peer")
     # The long sentence had seconds left, still being rendered: without the flush, frames and speech go on (the
     # bounds are loose: the suite runs beside every other test on 2 cores; the benchmark measures the speed).
-    # The flush answers without a worker thread (gateway/routes/webrtc.py): with three thread hops, its POST
+    # The flush answers without a worker thread (gateway/deps.py): with three thread hops, its POST
     # was answered up to 1.6 s late on a CPU-starved gateway, one run in five.
     assert watched["flushAnsweredMs"] is not None and watched["flushAnsweredMs"] < 1000, watched
     assert watched["videoStopMs"] < 2000 and watched["audioStopMs"] < 1000, watched

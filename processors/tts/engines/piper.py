@@ -28,6 +28,7 @@ from processors.tts.engines.piper_catalog import (
     PiperVoiceInfo,
     VoiceConfigError,
     default_voice,
+    names_no_voice_of,
     read_catalog,
     read_voice,
     voice_files,
@@ -109,10 +110,10 @@ class PiperEngine:
         chosen: dict[Language, str] = {}
         for language in ("fa", "en"):
             wanted = configured.get(language, "")
-            voice = default_voice(self.catalog, language, wanted)
-            if wanted and (voice is None or voice.language != language):
+            if names_no_voice_of(self.catalog, language, wanted):
                 raise EngineConfigError(f"PIPER_VOICE_{language.upper()}: no {language} voice '{wanted}' in the "
                                         f"piper catalog; it has {', '.join(self.voices)}")
+            voice = default_voice(self.catalog, language, wanted)
             if voice is not None:
                 chosen[language] = voice.name
         return chosen

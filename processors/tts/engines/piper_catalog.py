@@ -134,3 +134,9 @@ def default_voice(catalog: Catalog, language: Language, configured: str) -> Pipe
         return catalog.named(configured)
     candidates = catalog.of_language(language)
     return candidates[0] if candidates else None
+
+
+def names_no_voice_of(catalog: Catalog, language: Language, configured: str) -> bool:
+    """True when a configured default (PIPER_VOICE_FA / _EN) names no voice of its language in the catalog."""
+    voice = default_voice(catalog, language, configured)
+    return bool(configured) and (voice is None or voice.language != language)
