@@ -28,7 +28,7 @@ import psycopg
 from infra.settings import Settings, load_settings
 from processors.registration.analyse import RegistrationResult
 from processors.tts.engines.base import Language
-from processors.tts.engines.piper_catalog import Catalog, PiperVoiceInfo, names_no_voice_of, read_catalog
+from processors.tts.engines.piper_catalog import Catalog, PiperVoiceInfo, Problem, names_no_voice_of, read_catalog
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
 
@@ -138,8 +138,9 @@ def piper_voices_result(settings: Settings, *, packaged: bool) -> Result:
                           "pip install -e '.[piper]'")
         return Result(name, SKIP, f"{detail}: nothing asks for piper")
     catalog = read_catalog(files)
-    problems = [(reason if reason.startswith(path.name) else f"{path.name}: {reason}", _passed_over_fix(reason))
-                for path, reason in catalog.skipped]
+    problems = [(passed.reason if passed.reason.startswith(passed.path.name)
+                 else f"{passed.path.name}: {passed.reason}", PASSED_OVER_FIXES[passed.problem])
+                for passed in catalog.skipped]
     said = []
     for voice in catalog.voices:
         outcome = _speak_once(settings, voice)
@@ -155,6 +156,16 @@ def piper_voices_result(settings: Settings, *, packaged: bool) -> Result:
     return Result(name, OK, ", ".join(said) + unused)
 
 
+# What to do about a file the catalog passed over, by its problem code (piper_catalog.Problem).
+PASSED_OVER_FIXES: dict[Problem, str] = {
+    "other_language": "remove voices of other languages from PIPER_VOICES_DIR (this service speaks fa and en)",
+    "duplicate_name": "keep one file per voice name (PIPER_MODEL and PIPER_VOICES_DIR name the same voice)",
+    "no_voice_file": f"{_PIPER_INSTALL}: it writes the .onnx and its .onnx.json",
+    "no_config": f"{_PIPER_INSTALL}: it writes the .onnx and its .onnx.json",
+    "bad_config": "put the voice's own .onnx.json (from the same voice repository) beside its .onnx",
+}
+
+
 def piper_asked_by(settings: Settings) -> list[str]:
     """The settings that say piper is meant to speak here."""
     asked = ["TTS_ENGINE / TTS_EXTRA_ENGINES"] if "piper" in settings.selected_tts_engines else []
@@ -163,17 +174,6 @@ def piper_asked_by(settings: Settings) -> list[str]:
         if value:
             asked.append(setting)
     return asked
-
-
-def _passed_over_fix(reason: str) -> str:
-    """What to do about a file the catalog passed over, by the reason piper_catalog gave."""
-    if "speaks" in reason:
-        return "remove voices of other languages from PIPER_VOICES_DIR (this service speaks fa and en)"
-    if "already in the catalog" in reason:
-        return "keep one file per voice name (PIPER_MODEL and PIPER_VOICES_DIR name the same voice)"
-    if "beside it" in reason or "no voice file" in reason:
-        return f"{_PIPER_INSTALL}: it writes the .onnx and its .onnx.json"
-    return "put the voice's own .onnx.json (from the same voice repository) beside its .onnx"
 
 
 def _speak_once(settings: Settings, voice: PiperVoiceInfo) -> str | tuple[str, str]:

