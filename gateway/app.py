@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.docs_pages import install_offline_docs
-from gateway.ratelimit import Limits, RateLimiter, caller_key
+from gateway.post_limits import PostRateLimits
+from gateway.ratelimit import Limits, RateLimiter
 from gateway.routes import ROUTERS
 from gateway.security_headers import SecurityHeaders
 from gateway.services import Services
@@ -39,36 +40,25 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Persian and English text in, lip-synced talking-avatar video out.",
                   docs_url=None, redoc_url=None)  # served offline by install_offline_docs
     app.state.settings = settings
+    # Added first, so innermost: a 429 carries the CORS and security headers like any other response.
+    install_rate_limits(app, settings)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in settings.cors_origins.split(",")],
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(SecurityHeaders)
     install_error_format(app)
-    install_rate_limits(app, settings)
     install_offline_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     return app
 
 
-RATE_LIMITED_POSTS = {"/avatar/register": "uploads", "/avatar/process": "requests", "/webrtc/offer": "connections"}
-
-
 def install_rate_limits(app: FastAPI, settings: Settings) -> None:
     limits = Limits(uploads=RateLimiter(settings.rate_limit_uploads_per_min),
                     requests=RateLimiter(settings.rate_limit_requests_per_min),
                     connections=RateLimiter(settings.rate_limit_connections_per_min))
-    app.state.limits = limits
-
-    @app.middleware("http")
-    async def rate_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        kind = RATE_LIMITED_POSTS.get(request.url.path) if request.method == "POST" else None
-        if kind is not None:
-            limiter: RateLimiter = getattr(limits, kind)
-            if not limiter.allow(caller_key(settings, request)):
-                return JSONResponse({"code": "rate_limited", "message": f"too many {kind}; try again later"},
-                                    status_code=429, headers={"Retry-After": str(limiter.retry_after_s())})
-        return await call_next(request)
+    app.state.limits = limits  # the WebSocket routes take their tokens from the same buckets
+    app.add_middleware(PostRateLimits, settings=settings, limits=limits)
 
 
 def install_error_format(app: FastAPI) -> None:

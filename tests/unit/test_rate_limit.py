@@ -42,6 +42,24 @@ def test_uploads_past_the_limit_get_429_with_retry_after_before_any_work() -> No
     assert refused.json()["code"] == "rate_limited" and int(refused.headers["retry-after"]) >= 1
 
 
+def test_a_refused_post_carries_the_security_headers_and_other_requests_pass_the_limit() -> None:
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+    from gateway.post_limits import limited_kind
+    from infra.settings import Settings
+
+    client = TestClient(create_app(Settings(rate_limit_requests_per_min=1, _env_file=None)),
+                        raise_server_exceptions=False)
+    client.post("/avatar/process")
+    refused = client.post("/avatar/process")
+    assert refused.status_code == 429 and refused.headers["x-frame-options"] == "DENY"
+    assert "content-security-policy" in refused.headers
+    assert client.get("/avatar/process").status_code != 429, "only POSTs count"
+    assert limited_kind({"type": "websocket", "path": "/avatar/process"}) is None
+    assert limited_kind({"type": "http", "method": "POST", "path": "/webrtc/offer"}) == "connections"
+
+
 def test_an_unknown_route_answers_in_the_uniform_error_format() -> None:
     from fastapi.testclient import TestClient
 
