@@ -85,7 +85,9 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            # SIGINT, not SIGTERM: Tansu answers SIGTERM only after a 5 s grace once it has served a client, and
+            # Ctrl-C at once (exit 0, measured); its storage is memory-only, so waiting saves nothing.
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:

@@ -15,7 +15,7 @@ import pytest
 from infra.broker import EmbeddedBroker, free_port
 from infra.database import ensure_database, with_database
 from infra.settings import PROJECT_ROOT
-from scripts.benchmark_registration import panning_clip
+from tests.clips import mid_job_clip
 from tests.gateway_server import serve_gateway
 from tests.integration.test_database_outage import PrivatePostgres
 from tests.integration.test_registration_worker import client, gateway_settings, rows
@@ -58,10 +58,10 @@ def test_a_database_restart_mid_job_delays_the_registration_but_it_finishes_once
     database_url = with_database(postgres.url, f"registration_outage_{uuid.uuid4().hex[:8]}")
     ensure_database(database_url)
     settings = gateway_settings(own_broker.bootstrap, database_url)
-    clip = panning_clip(seconds=6.0)
     answers: list[httpx.Response] = []
-    worker = start_worker_process(settings)
+    worker = start_worker_process(settings)  # first: it starts up in its own process while the clip is encoded here
     try:
+        clip = mid_job_clip()
         with serve_gateway(settings) as url, client(url) as admin:
             def register() -> None:
                 answers.append(admin.post("/avatar/register", data={"avatar_name": "outage", "user_id": "olga"},

@@ -26,7 +26,8 @@ from infra.settings import Settings
 from processors.common.kafka_app import Inbound
 from schemas.dlq import DeadLetter
 from schemas.registration import RegistrationJobMessage
-from scripts.benchmark_registration import panning_clip, photo_720p
+from scripts.benchmark_registration import photo_720p
+from tests.clips import mid_job_clip
 from tests.gateway_server import serve_gateway
 from tests.integration.stack import TEST_FACE_DATA_KEYS
 from tests.integration.test_tts_processor import read_until
@@ -134,10 +135,10 @@ def own_broker() -> Iterator[EmbeddedBroker]:
 def test_a_worker_killed_mid_job_loses_nothing_and_its_successor_registers_the_avatar_once(
         own_broker: EmbeddedBroker, database_url: str) -> None:
     settings = gateway_settings(own_broker.bootstrap, database_url)
-    clip = panning_clip(seconds=6.0)
-    first = start_worker_process(settings)
+    first = start_worker_process(settings)  # first: it starts up in its own process while the clip is encoded here
     successor: subprocess.Popen[bytes] | None = None
     try:
+        clip = mid_job_clip()
         with serve_gateway(settings) as url, client(url) as admin:
             job = upload(admin, clip, "clip.mp4")
             busy = poll_until(admin, job, lambda view: view["progress"] >= 0.05 or finished(view))[-1]
